@@ -1,0 +1,144 @@
+"""A convolution's frequency symbol: the per-frequency matrices whose norms give its norm.
+
+A circular convolution is block-diagonalized by the DFT (Sedghi et al. 2019): its singular
+values are those of the small (C_out x C_in) matrices K_hat(w), one per frequency w.
+Stride s is handled exactly by a polyphase (space-to-depth) rewrite: a stride-s conv of a
+C_in-channel signal of size n equals a stride-1 conv of the (C_in * s^d)-channel signal
+X[t, r] = x[t*s + r] of size n/s, with kernel K'[q, r] = K[q*s + r].
+
+Other paddings reduce to that case through two facts:
+- a padded convolution is pad(x) followed by a VALID convolution, and a valid
+  convolution is a crop of the circular one on the same domain, so
+  ||layer|| <= ||pad|| * ||circular conv on the padded domain||; for zero padding an
+  even smaller cyclic domain works (see conv_symbol);
+- ||pad|| = 1 for zero padding (an embedding), and sqrt(the largest number of copies of
+  one input entry) for circular / reflect / replicate padding.
+When the padding is circular and "same" (total 2p = d(k-1)) and s divides n, the layer IS
+a (shifted) circular conv and the symbol gives its exact norm.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch import Tensor
+
+from .operators import CONV, CONV_TRANSPOSE, check_input_shape
+
+
+@dataclass(frozen=True)
+class ConvSymbol:
+    matrices: Tensor  # (n_freq, C_out, C_in * prod(stride)), complex
+    pad_norm: float  # operator norm of the padding map in front of the circular conv
+    exact: bool  # True: ||layer|| = max_w sigma_max(matrices[w]); else an upper bound
+
+
+def dense_kernel(weight: Tensor, groups: int, dilation) -> Tensor:
+    """(C_out, C_in, *k_eff) kernel with groups as a block-diagonal and dilation as zeros."""
+    c_out, c_in_g, *k = weight.shape
+    k_eff = [d * (kk - 1) + 1 for d, kk in zip(dilation, k)]
+    dilated = weight.new_zeros(c_out, c_in_g, *k_eff)
+    dilated[(slice(None), slice(None)) + tuple(slice(None, None, d) for d in dilation)] = weight
+    if groups == 1:
+        return dilated
+    full = weight.new_zeros(c_out, c_in_g * groups, *k_eff)
+    out_g = c_out // groups
+    for g in range(groups):
+        full[g * out_g:(g + 1) * out_g, g * c_in_g:(g + 1) * c_in_g] = dilated[g * out_g:(g + 1) * out_g]
+    return full
+
+
+def _pads(layer: nn.Module, nd: int) -> list[tuple[int, int]]:
+    """(left, right) padding per spatial dim, first dim first (torch stores them reversed)."""
+    rev = layer._reversed_padding_repeated_twice
+    pairs = [(rev[2 * i], rev[2 * i + 1]) for i in range(nd)]
+    return pairs[::-1]
+
+
+def pad_operator_norm(sizes, pads, mode: str) -> float:
+    """||pad|| as a linear map: sqrt of the most copies any one input entry gets."""
+    if mode == "zeros":
+        return 1.0
+    copies = 1
+    for n, (lo, hi) in zip(sizes, pads):
+        if lo == hi == 0:
+            continue
+        idx = torch.arange(n, dtype=torch.float64).view(1, 1, n)
+        padded = F.pad(idx, (lo, hi), mode=mode).long().flatten()
+        copies *= int(torch.bincount(padded, minlength=n).max())
+    return math.sqrt(copies)
+
+
+def circular_symbol(kernel: Tensor, stride, sizes) -> Tensor:
+    """Per-frequency matrices of the stride-`stride` circular conv on a domain of `sizes`.
+
+    The domain is first zero-extended to a multiple of the stride (an embedding, so the
+    norm can only grow and the result stays a bound). Frequencies w and -w have conjugate
+    matrices (real kernel), so the half spectrum of rfftn is enough.
+    """
+    c_out, c_in = kernel.shape[:2]
+    nd = kernel.dim() - 2
+    blocks = [math.ceil(n / s) for n, s in zip(sizes, stride)]
+    taps = [math.ceil(k / s) for k, s in zip(kernel.shape[2:], stride)]
+    # Polyphase: split every tap index j = q*s + r and move the phases r into channels.
+    pad = []
+    for k, s, q in zip(reversed(kernel.shape[2:]), reversed(stride), reversed(taps)):
+        pad += [0, q * s - k]
+    k = F.pad(kernel, pad)
+    shape = [c_out, c_in]
+    for q, s in zip(taps, stride):
+        shape += [q, s]
+    k = k.reshape(shape)
+    perm = [0, 1] + [3 + 2 * i for i in range(nd)] + [2 + 2 * i for i in range(nd)]
+    k = k.permute(perm).reshape(c_out, c_in * math.prod(stride), *taps)
+    # A kernel longer than the domain wraps around: fold its taps modulo the domain size.
+    for axis, (q, n) in enumerate(zip(taps, blocks)):
+        if q > n:
+            k = F.pad(k.movedim(2 + axis, -1), (0, -q % n)).unflatten(-1, (-1, n)).sum(-2)
+            k = k.movedim(-1, 2 + axis)
+    sym = torch.fft.rfftn(k, s=blocks, dim=tuple(range(2, 2 + nd)))
+    return sym.flatten(2).permute(2, 0, 1)
+
+
+def conv_symbol(layer: nn.Module, input_shape, dtype=torch.float64, weight=None) -> ConvSymbol:
+    """Symbol of a Conv*/ConvTranspose* layer at `input_shape` (no batch dim)."""
+    in_shape = tuple(int(s) for s in input_shape)
+    check_input_shape(layer, in_shape)
+    w = (layer.weight if weight is None else weight).detach().to(dtype)
+    nd = len(in_shape) - 1
+    if isinstance(layer, CONV_TRANSPOSE):
+        # conv_transpose is the adjoint of the conv with the same weight, stride, padding,
+        # dilation and groups acting on the transposed conv's OUTPUT: same norm.
+        out_spatial = [
+            (n - 1) * s - 2 * p + d * (k - 1) + op + 1
+            for n, s, p, d, k, op in zip(in_shape[1:], layer.stride, layer.padding,
+                                         layer.dilation, layer.kernel_size, layer.output_padding)
+        ]
+        kernel = dense_kernel(w, layer.groups, layer.dilation)  # (C_in, C_out, k): conv layout
+        sizes = [n + p for n, p in zip(out_spatial, layer.padding)]  # see the zero-padding case
+        return ConvSymbol(circular_symbol(kernel, layer.stride, sizes), 1.0, False)
+    if not isinstance(layer, CONV):
+        raise TypeError(f"conv_symbol needs a Conv or ConvTranspose layer, got {type(layer).__name__}")
+    kernel = dense_kernel(w, layer.groups, layer.dilation)
+    spatial = in_shape[1:]
+    pads = _pads(layer, nd)
+    k_eff = kernel.shape[2:]
+    same = all(lo + hi == k - 1 for (lo, hi), k in zip(pads, k_eff))
+    divisible = all(n % s == 0 for n, s in zip(spatial, layer.stride))
+    if layer.padding_mode == "circular" and same and divisible:
+        # Circular "same" padding: a cyclic shift (a permutation) then a circular conv.
+        return ConvSymbol(circular_symbol(kernel, layer.stride, spatial), 1.0, True)
+    if layer.padding_mode == "zeros":
+        # The padded input is x at [lo, lo+n) with zeros around it. On a cyclic domain of
+        # n + max(lo, hi) the data does not overlap itself and every index the valid conv
+        # reads past the end wraps onto the left zeros: the layer is a crop of that
+        # circular conv restricted to embedded inputs. (n + lo + hi would also be valid,
+        # but a smaller domain samples fewer frequencies: a tighter bound.)
+        sizes = [n + max(lo, hi) for n, (lo, hi) in zip(spatial, pads)]
+        return ConvSymbol(circular_symbol(kernel, layer.stride, sizes), 1.0, False)
+    sizes = [n + lo + hi for n, (lo, hi) in zip(spatial, pads)]
+    pad_norm = pad_operator_norm(spatial, pads, layer.padding_mode)
+    return ConvSymbol(circular_symbol(kernel, layer.stride, sizes), pad_norm, False)

@@ -1,0 +1,127 @@
+"""Top-singular-value numerics shared by every norm in lipkit.
+
+Three tools, each with a different guarantee:
+- power_iteration: an estimate from BELOW (||A v|| with ||v|| = 1 is never above sigma_max);
+- gram_iteration_bound: a certified bound from ABOVE (Delattre et al., arXiv 2305.16173);
+- dense_top_singular_value: the exact value, for operators small enough to materialize.
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import torch
+from torch import Tensor
+
+# Dense exact SVD is limited so that it never silently eats the machine's memory.
+EXACT_MAX_DIM = 4096  # the smaller side of the dense matrix (its Gram is EXACT_MAX_DIM^2)
+EXACT_MAX_ELEMENTS = 2**26  # entries of the dense matrix (512 MiB in float64)
+
+Map = Callable[[Tensor], Tensor]
+
+
+def _batch_norm(x: Tensor) -> Tensor:
+    """l2 norm of each sample of a batch, as shape (B,)."""
+    return torch.linalg.vector_norm(x.flatten(1), dim=1)
+
+
+def _normalize(x: Tensor, fallback: Tensor, eps: float = 1e-30) -> Tensor:
+    """x / ||x|| per sample; keeps `fallback` where x is zero (no NaN, no host sync)."""
+    n = _batch_norm(x).view(-1, *([1] * (x.dim() - 1)))
+    return torch.where(n > eps, x / n.clamp_min(eps), fallback)
+
+
+def power_iteration(
+    forward: Map,
+    adjoint: Map,
+    v: Tensor,
+    n_iter: int = 100,
+    tol: float | None = None,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Top singular triple of the linear map `forward` (adjoint: `adjoint`).
+
+    v: start vectors, shape (B, *in_shape); each sample is iterated independently, so a
+    batch of per-sample maps (a Jacobian over a batch) works too. Returns (sigma, u, v)
+    with sigma (B,) = ||A v|| <= sigma_max, u = A v / sigma, v unit. With `tol`, stops
+    once sigma changes by less than tol relative (this reads values on the host).
+    """
+    v = _normalize(v, v)
+    sigma = torch.zeros(v.shape[0], dtype=v.dtype, device=v.device)
+    for _ in range(n_iter):
+        u = forward(v)
+        u = _normalize(u, u)
+        v = _normalize(adjoint(u), v)
+        if tol is not None:
+            new = _batch_norm(forward(v))
+            done = bool(((new - sigma).abs() <= tol * new.clamp_min(1e-30)).all())
+            sigma = new
+            if done:
+                break
+    Av = forward(v)
+    sigma = _batch_norm(Av)
+    return sigma, _normalize(Av, Av), v
+
+
+def gram_iteration_bound(
+    mats: Tensor, n_iter: int | None = None, tol: float = 1e-6, max_iter: int = 30
+) -> Tensor:
+    """Certified upper bound on the largest singular value of each matrix in `mats`.
+
+    mats: (..., m, n), real or complex. Gram iteration: G <- G^H G squares every singular
+    value, and sigma_max <= ||G_t||_F ** (1 / 2^t) for every t, tightening as t grows
+    (the excess is at most rank ** (1 / 2^(t+1))). Each iterate is rescaled by its
+    Frobenius norm and the scale kept in log space, so nothing overflows.
+    n_iter: fixed number of squarings (no host sync: fit for training loops). None: iterate
+    until the bound moves by less than `tol` relative, at most `max_iter` times.
+    """
+    if mats.shape[-2] < mats.shape[-1]:
+        mats = mats.mH  # same singular values; the Gram is then the smaller side
+    real_dtype = mats.real.dtype if mats.is_complex() else mats.dtype
+    tiny = torch.finfo(real_dtype).tiny
+    g = mats
+    log_scale = torch.zeros(mats.shape[:-2], dtype=real_dtype, device=mats.device)
+    log_bound = torch.log(torch.linalg.matrix_norm(g).clamp_min(tiny))
+    steps = n_iter if n_iter is not None else max_iter
+    for t in range(1, steps + 1):
+        r = torch.linalg.matrix_norm(g).clamp_min(tiny)
+        g = g / r[..., None, None]
+        log_scale = 2 * (log_scale + torch.log(r))
+        g = g.mH @ g
+        new = (log_scale + torch.log(torch.linalg.matrix_norm(g).clamp_min(tiny))) / 2**t
+        # Every iterate is a valid bound; keep the smallest seen (guards float round-off).
+        new = torch.minimum(new, log_bound)
+        if n_iter is None and bool(((log_bound - new).abs() <= tol).all()):
+            log_bound = new
+            break
+        log_bound = new
+    return torch.exp(log_bound)
+
+
+def dense_matrix(forward: Map, in_shape: tuple[int, ...], dtype: torch.dtype, device) -> Tensor:
+    """The matrix of a linear map, as (in_dim, out_dim) rows = images of the unit basis."""
+    in_dim = math.prod(in_shape)
+    rows = []
+    for start in range(0, in_dim, 512):
+        stop = min(start + 512, in_dim)
+        basis = torch.zeros(stop - start, in_dim, dtype=dtype, device=device)
+        basis[torch.arange(stop - start), torch.arange(start, stop)] = 1
+        rows.append(forward(basis.view(-1, *in_shape)).flatten(1))
+    return torch.cat(rows)
+
+
+def check_dense_size(in_dim: int, out_dim: int, what: str) -> None:
+    """Refuse a dense SVD that would not fit, naming the limit and the alternatives."""
+    if min(in_dim, out_dim) > EXACT_MAX_DIM or in_dim * out_dim > EXACT_MAX_ELEMENTS:
+        raise ValueError(
+            f"method='exact' for {what} needs a dense {out_dim}x{in_dim} matrix, above the "
+            f"limit (smaller side <= {EXACT_MAX_DIM}, entries <= {EXACT_MAX_ELEMENTS}). "
+            "Use method='gram' (certified upper bound) or method='power' (estimate from "
+            "below) for this size, or a smaller input_shape."
+        )
+
+
+def dense_top_singular_value(matrix: Tensor) -> float:
+    """Exact sigma_max of a dense matrix, via the eigenvalues of its smaller Gram."""
+    m = matrix.to(torch.float64)
+    gram = m.mH @ m if m.shape[0] >= m.shape[1] else m @ m.mH
+    return math.sqrt(max(float(torch.linalg.eigvalsh(gram)[-1]), 0.0))

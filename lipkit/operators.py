@@ -1,0 +1,186 @@
+"""The linear map a layer computes at a given input shape, as forward and adjoint functions.
+
+This is what "the TRUE operator norm" is the norm of: a Conv2d on 12x12 inputs is a
+(C_out*H'*W') x (C_in*12*12) matrix, not its reshaped (C_out, C_in*k*k) kernel. Biases are
+dropped (they shift, they do not stretch). Every function maps a batch (B, *in_shape).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch import Tensor
+from torch.nn.modules.utils import _ntuple
+
+CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+CONV_TRANSPOSE = (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
+BATCHNORM = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+AVGPOOL = (nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d)
+IDENTITY_LIKE = (nn.Flatten, nn.Identity, nn.Unflatten)
+SUPPORTED = (nn.Linear, *CONV, *CONV_TRANSPOSE, *BATCHNORM, *AVGPOOL, *IDENTITY_LIKE)
+
+_CONV_FN = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
+_CONV_T_FN = {1: F.conv_transpose1d, 2: F.conv_transpose2d, 3: F.conv_transpose3d}
+
+
+@dataclass(frozen=True)
+class LinearOperator:
+    forward: Callable[[Tensor], Tensor]  # (B, *in_shape) -> (B, *out_shape)
+    adjoint: Callable[[Tensor], Tensor]  # (B, *out_shape) -> (B, *in_shape)
+    in_shape: tuple[int, ...]
+    out_shape: tuple[int, ...]
+    nonnegative: bool = False  # all matrix entries >= 0 (pooling): a Schur bound applies
+
+    @property
+    def in_dim(self) -> int:
+        return math.prod(self.in_shape)
+
+    @property
+    def out_dim(self) -> int:
+        return math.prod(self.out_shape)
+
+
+def autograd_adjoint(forward: Callable[[Tensor], Tensor], in_shape, dtype, device):
+    """Adjoint of a linear map by reverse mode: A^T y = d<A x, y>/dx (exact for linear A)."""
+
+    def adjoint(y: Tensor) -> Tensor:
+        x = torch.zeros((y.shape[0], *in_shape), dtype=dtype, device=device, requires_grad=True)
+        with torch.enable_grad():
+            (g,) = torch.autograd.grad(forward(x), x, y)
+        return g
+
+    return adjoint
+
+
+def conv_output_padding(layer, in_spatial, out_spatial) -> tuple[int, ...] | None:
+    """output_padding making conv_transpose land exactly on the conv's input size."""
+    if isinstance(layer.padding, str):
+        return None
+    pads = []
+    for n, m, s, p, d, k in zip(
+        in_spatial, out_spatial, layer.stride, layer.padding, layer.dilation, layer.kernel_size
+    ):
+        pads.append(n - ((m - 1) * s - 2 * p + d * (k - 1) + 1))
+    return tuple(pads)
+
+
+def layer_operator(
+    layer: nn.Module, input_shape, dtype: torch.dtype = torch.float64, weight: Tensor | None = None
+) -> LinearOperator:
+    """The layer's linear part for inputs of `input_shape` (no batch dim).
+
+    weight: use this tensor instead of layer.weight (a constraint normalizing a raw weight).
+    Raises ValueError when input_shape does not fit the layer.
+    """
+    in_shape = tuple(int(s) for s in input_shape)
+    device = next((p.device for p in layer.parameters()), torch.device("cpu"))
+    check_input_shape(layer, in_shape)
+    if weight is None and hasattr(layer, "weight") and isinstance(layer.weight, Tensor):
+        weight = layer.weight
+    w = weight.detach().to(dtype) if weight is not None else None
+    adjoint = None
+    nonneg = False
+
+    if isinstance(layer, nn.Linear):
+        forward = lambda x: x @ w.T  # noqa: E731
+        adjoint = lambda y: y @ w  # noqa: E731
+    elif isinstance(layer, CONV):
+        forward = lambda x: layer._conv_forward(x, w, None)  # noqa: E731  (handles padding_mode)
+    elif isinstance(layer, CONV_TRANSPOSE):
+        nd = len(in_shape) - 1
+        fn = _CONV_T_FN[nd]
+        forward = lambda x: fn(  # noqa: E731
+            x, w, None, layer.stride, layer.padding, layer.output_padding, layer.groups,
+            layer.dilation,
+        )
+        adjoint = lambda y: _CONV_FN[nd](  # noqa: E731
+            y, w, None, layer.stride, layer.padding, layer.dilation, layer.groups
+        )
+    elif isinstance(layer, BATCHNORM):
+        scale = batchnorm_scale(layer).to(dtype)
+        view = (1, -1) + (1,) * (len(in_shape) - 1)
+        forward = adjoint = lambda x: x * scale.view(view)  # noqa: E731
+    elif isinstance(layer, AVGPOOL):
+        forward, nonneg = layer, True
+    elif isinstance(layer, IDENTITY_LIKE):
+        forward = lambda x: layer(x)  # noqa: E731
+    else:
+        raise TypeError(
+            f"no linear operator for {type(layer).__name__}; supported: "
+            + ", ".join(t.__name__ for t in SUPPORTED)
+        )
+    try:
+        with torch.no_grad():
+            probe = forward(torch.zeros((1, *in_shape), dtype=dtype, device=device))
+    except RuntimeError as err:
+        raise ValueError(f"input_shape {in_shape} does not fit {layer}: {err}") from None
+    out_shape = tuple(probe.shape[1:])
+    if isinstance(layer, CONV) and layer.padding_mode == "zeros":
+        op = conv_output_padding(layer, in_shape[1:], out_shape[1:])
+        if op is not None:
+            nd = len(in_shape) - 1
+            adjoint = lambda y: _CONV_T_FN[nd](  # noqa: E731
+                y, w, None, layer.stride, layer.padding, op, layer.groups, layer.dilation
+            )
+    if adjoint is None:
+        adjoint = autograd_adjoint(forward, in_shape, dtype, device)
+    return LinearOperator(forward, adjoint, in_shape, out_shape, nonneg)
+
+
+def batchnorm_scale(layer: nn.Module) -> Tensor:
+    """Per-channel slope of BatchNorm in eval mode: gamma / sqrt(running_var + eps)."""
+    if layer.training or layer.running_var is None:
+        raise ValueError(
+            f"{layer} has no fixed linear map: in training mode (or without running stats) "
+            "it normalizes by batch statistics. Call model.eval() first."
+        )
+    gamma = layer.weight if layer.affine else torch.ones_like(layer.running_var)
+    return gamma.detach() / torch.sqrt(layer.running_var + layer.eps)
+
+
+def _expected(layer: nn.Module) -> str | None:
+    if isinstance(layer, nn.Linear):
+        return f"(..., {layer.in_features})"
+    if isinstance(layer, (*CONV, *CONV_TRANSPOSE)):
+        nd = len(layer.kernel_size)
+        return "(" + ", ".join([f"C={layer.in_channels}"] + ["H", "W", "D"][:nd]) + ")"
+    if isinstance(layer, BATCHNORM):
+        return f"(C={layer.num_features}, ...)"
+    return None
+
+
+def check_input_shape(layer: nn.Module, in_shape: tuple[int, ...]) -> None:
+    """A clear ValueError when in_shape (no batch dim) cannot feed the layer."""
+    ok = all(s > 0 for s in in_shape) and len(in_shape) > 0
+    if isinstance(layer, nn.Linear):
+        ok = ok and in_shape[-1] == layer.in_features
+    elif isinstance(layer, (*CONV, *CONV_TRANSPOSE)):
+        ok = ok and len(in_shape) == len(layer.kernel_size) + 1 and in_shape[0] == layer.in_channels
+    elif isinstance(layer, BATCHNORM):
+        ok = ok and len(in_shape) >= 1 and in_shape[0] == layer.num_features
+    if not ok:
+        raise ValueError(
+            f"input_shape {in_shape} does not fit {layer}: expected {_expected(layer)} "
+            "(no batch dimension)"
+        )
+
+
+def avgpool_as_conv(layer: nn.Module, channels: int) -> nn.Module | None:
+    """The depthwise conv an average pooling equals, or None where it is not one
+    (ceil_mode, a divisor override, or padding excluded from the count)."""
+    nd = AVGPOOL.index(type(layer)) + 1 if type(layer) in AVGPOOL else 0
+    if not nd or layer.ceil_mode or getattr(layer, "divisor_override", None) is not None:
+        return None
+    k = _ntuple(nd)(layer.kernel_size)
+    s = _ntuple(nd)(layer.stride or layer.kernel_size)
+    p = _ntuple(nd)(layer.padding)
+    if any(p) and not layer.count_include_pad:
+        return None
+    conv = CONV[nd - 1](channels, channels, k, s, p, groups=channels, bias=False)
+    with torch.no_grad():
+        conv.weight.fill_(1.0 / math.prod(k))
+    return conv

@@ -63,7 +63,7 @@ def power_iteration(
 
 
 def gram_iteration_bound(
-    mats: Tensor, n_iter: int | None = None, tol: float = 1e-6, max_iter: int = 30
+    mats: Tensor, n_iter: int | None = None, tol: float = 1e-5, max_iter: int = 30
 ) -> Tensor:
     """Certified upper bound on the largest singular value of each matrix in `mats`.
 

@@ -1,0 +1,103 @@
+"""The `lipkit` command line: one sub-command per job.
+
+    lipkit bound TARGET --input-shape C,H,W    per-layer table, certified upper bound and
+                                               empirical lower bound of a network
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+
+import torch
+import torch.nn as nn
+
+from .bounds import BOUND_METHODS, lipschitz_bound
+from .lower_bound import lipschitz_lower_bound
+
+
+def load_model(target: str) -> nn.Module:
+    """TARGET: a checkpoint file saved by lipkit (or any torch.save of a module, or of a
+    dict whose "model" entry is one), or `package.module:factory`, a callable returning a
+    module. Checkpoints are unpickled: load only files you trust."""
+    if os.path.isfile(target):
+        obj = torch.load(target, map_location="cpu", weights_only=False)
+        if isinstance(obj, dict) and isinstance(obj.get("model"), nn.Module):
+            obj = obj["model"]
+        if not isinstance(obj, nn.Module):
+            raise SystemExit(
+                f"error: {target} holds a {type(obj).__name__}, not a module or a dict with a "
+                "'model' module"
+            )
+        return obj
+    if ":" not in target:
+        raise SystemExit(f"error: {target!r} is neither a file nor `module:factory`")
+    module_name, _, attr = target.partition(":")
+    try:
+        factory = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as err:
+        raise SystemExit(f"error: cannot import {target!r}: {err}") from None
+    model = factory() if callable(factory) and not isinstance(factory, nn.Module) else factory
+    if not isinstance(model, nn.Module):
+        raise SystemExit(f"error: {target} returned a {type(model).__name__}, not an nn.Module")
+    return model
+
+
+def parse_shape(text: str) -> tuple[int, ...]:
+    try:
+        shape = tuple(int(s) for s in text.split(","))
+    except ValueError:
+        shape = ()
+    if not shape or any(s <= 0 for s in shape):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a shape: give positive integers separated by commas, e.g. 3,32,32"
+        )
+    return shape
+
+
+def cmd_bound(args: argparse.Namespace) -> int:
+    model = load_model(args.target)
+    try:
+        result = lipschitz_bound(model, args.input_shape, method=args.method)
+    except (ValueError, TypeError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(result.table())
+    print(f"\ncertified upper bound ({args.method}): {result.upper:.6g}")
+    if args.samples > 0:
+        gen = torch.Generator().manual_seed(args.seed)
+        inputs = torch.randn((args.samples, *args.input_shape), generator=gen)
+        lower = lipschitz_lower_bound(model, inputs, steps=args.steps)
+        print(
+            f"empirical lower bound ({args.samples} Gaussian inputs, {args.steps} ascent "
+            f"steps): {lower:.6g}"
+        )
+        print(f"the true Lipschitz constant lies in [{lower:.6g}, {result.upper:.6g}]")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="lipkit", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("bound", help="per-layer norms and the network's Lipschitz bounds")
+    p.add_argument("target", help="checkpoint file, or module:factory (e.g. lipkit.examples:mlp)")
+    p.add_argument("--input-shape", type=parse_shape, required=True,
+                   help="one sample's shape without batch dim, e.g. 3,32,32")
+    p.add_argument("--method", choices=BOUND_METHODS, default="gram",
+                   help="certified per-layer method (default: gram)")
+    p.add_argument("--samples", type=int, default=64,
+                   help="random inputs for the empirical lower bound (0: skip it)")
+    p.add_argument("--steps", type=int, default=100, help="gradient-ascent steps for the lower bound")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_bound)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

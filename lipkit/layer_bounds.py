@@ -1,0 +1,129 @@
+"""Certified Lipschitz constants of single layers, dispatched on the layer's type.
+
+Extend it for your own layer by registering one function, no subclassing:
+
+    @lk.register_layer_bound(MyLayer)
+    def _(layer, input_shape, method):
+        return LayerRule(bound=..., how="why this is a bound")
+
+`input_shape` is one sample's input shape (no batch dim); `method` is "gram" or "exact".
+Parametrized (constrained) layers dispatch to their base class and see the constrained
+weight. Bounds are for the model in eval mode (BatchNorm uses its running statistics).
+"""
+from __future__ import annotations
+
+import functools
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .operators import AVGPOOL, BATCHNORM, CONV, CONV_TRANSPOSE, IDENTITY_LIKE
+from .spectral import operator_norm
+
+
+class UnsupportedLayerError(TypeError):
+    """A layer with no registered Lipschitz bound."""
+
+
+@dataclass(frozen=True)
+class LayerRule:
+    bound: float  # certified Lipschitz constant of the layer (l2 -> l2)
+    how: str  # the method or reason, shown in the per-layer table
+
+
+@functools.singledispatch
+def layer_bound(layer: nn.Module, input_shape: tuple[int, ...], method: str) -> LayerRule:
+    name = type(layer).__name__
+    raise UnsupportedLayerError(
+        f"no Lipschitz bound is registered for layer {name} ({layer}). Register one:\n"
+        f"    @lipkit.register_layer_bound({name})\n"
+        "    def _(layer, input_shape, method):\n"
+        "        return lipkit.LayerRule(bound=..., how='...')"
+    )
+
+
+def register_layer_bound(cls: type):
+    """Decorator: register a function (layer, input_shape, method) -> LayerRule for `cls`."""
+    return layer_bound.register(cls)
+
+
+def has_layer_bound(cls: type) -> bool:
+    return layer_bound.dispatch(cls) is not layer_bound.dispatch(object)
+
+
+@layer_bound.register(nn.Linear)
+@layer_bound.register(nn.Conv1d)
+@layer_bound.register(nn.Conv2d)
+@layer_bound.register(nn.Conv3d)
+@layer_bound.register(nn.ConvTranspose1d)
+@layer_bound.register(nn.ConvTranspose2d)
+@layer_bound.register(nn.ConvTranspose3d)
+@layer_bound.register(nn.AvgPool1d)
+@layer_bound.register(nn.AvgPool2d)
+@layer_bound.register(nn.AvgPool3d)
+def _linear_layer(layer, input_shape, method):
+    value = operator_norm(layer, input_shape, method)
+    if isinstance(layer, nn.Linear):
+        how = "exact (SVD)" if method == "exact" else "Gram iteration"
+    elif isinstance(layer, (*CONV, *CONV_TRANSPOSE)):
+        how = "exact operator norm" if method == "exact" else "Gram bound, true operator"
+    else:
+        how = "exact" if method == "exact" else "pooling bound"
+    return LayerRule(value, how)
+
+
+for _bn in BATCHNORM:
+
+    @layer_bound.register(_bn)
+    def _batchnorm(layer, input_shape, method):
+        return LayerRule(operator_norm(layer, input_shape), "max|gamma|/sqrt(var+eps)")
+
+
+def _constant(value: float, how: str):
+    return lambda layer, input_shape, method: LayerRule(value, how)
+
+
+# Activations applied elementwise with |f'| <= c are c-Lipschitz.
+for _cls in (nn.ReLU, nn.ReLU6, nn.Tanh, nn.Hardtanh, nn.Softplus, nn.Softsign, nn.Mish):
+    layer_bound.register(_cls)(_constant(1.0, "activation, |f'| <= 1"))
+layer_bound.register(nn.Sigmoid)(_constant(0.25, "sigmoid, |f'| <= 1/4"))
+layer_bound.register(nn.SiLU)(_constant(1.0998, "silu, max f' = 1.0998"))
+layer_bound.register(nn.GELU)(_constant(1.1290, "gelu, max f' = 1.1290"))
+layer_bound.register(nn.Softmax)(_constant(1.0, "softmax is 1-Lipschitz"))
+for _cls in (*IDENTITY_LIKE, nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d):
+    layer_bound.register(_cls)(_constant(1.0, "identity (eval)"))
+
+
+@layer_bound.register(nn.LeakyReLU)
+def _leaky(layer, input_shape, method):
+    return LayerRule(max(1.0, abs(layer.negative_slope)), "leaky relu, max(1, |slope|)")
+
+
+@layer_bound.register(nn.ELU)
+def _elu(layer, input_shape, method):
+    return LayerRule(max(1.0, layer.alpha), "elu, max(1, alpha)")
+
+
+@layer_bound.register(nn.MaxPool1d)
+@layer_bound.register(nn.MaxPool2d)
+@layer_bound.register(nn.MaxPool3d)
+def _maxpool(layer, input_shape, method):
+    # |max_w x - max_w y| <= max_w |x - y|, so ||pool x - pool y||^2 <= sum over windows of
+    # ||x - y||^2 restricted to the window <= (most windows sharing one entry) * ||x - y||^2.
+    # Count the windows covering each entry with a sum pool of ones.
+    nd = len(input_shape) - 1
+    if layer.dilation not in (1, (1,) * nd):
+        raise UnsupportedLayerError(f"{layer}: dilated max pooling has no registered bound")
+    k, s, p = (nn.modules.utils._ntuple(nd)(a) for a in (layer.kernel_size, layer.stride, layer.padding))
+    spatial = tuple(input_shape[1:])
+    if nd == 1:  # avg_pool1d has no divisor_override: count on a 2-D view instead
+        k, s, p, spatial, nd = (1, *k), (1, *s), (0, *p), (1, *spatial), 2
+    sum_pool = {2: F.avg_pool2d, 3: F.avg_pool3d}[nd]
+    cover = torch.ones((1, 1, *spatial), dtype=torch.float64, requires_grad=True)
+    with torch.enable_grad():
+        out = sum_pool(cover, k, s, p, layer.ceil_mode, True, 1)
+        (count,) = torch.autograd.grad(out.sum(), cover)
+    return LayerRule(math.sqrt(float(count.max())), "max pool, sqrt(window overlap)")

@@ -2,16 +2,32 @@
 from .bounds import LayerRow, LipschitzBound, lipschitz_bound
 from .layer_bounds import LayerRule, UnsupportedLayerError, register_layer_bound
 from .lower_bound import lipschitz_lower_bound
+from .penalties import (
+    SpectralPenalty,
+    frobenius_penalty,
+    gradient_penalty,
+    input_gradient_penalty,
+    l2_penalty,
+    spectral_penalty,
+    weight_gradient_penalty,
+)
 from .spectral import operator_norm, spectral_norm
 
 __all__ = [
+    "frobenius_penalty",
+    "gradient_penalty",
+    "input_gradient_penalty",
+    "l2_penalty",
     "LayerRow",
     "LayerRule",
-    "LipschitzBound",
-    "UnsupportedLayerError",
     "lipschitz_bound",
     "lipschitz_lower_bound",
+    "LipschitzBound",
     "operator_norm",
     "register_layer_bound",
     "spectral_norm",
+    "spectral_penalty",
+    "SpectralPenalty",
+    "UnsupportedLayerError",
+    "weight_gradient_penalty",
 ]

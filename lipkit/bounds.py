@@ -29,7 +29,9 @@ from .operators import CONV_TRANSPOSE
 from .spectral import spectral_norm
 
 BOUND_METHODS = ("gram", "exact")
-_SHAPE_BATCH = 2  # batch size of the probe input: a reduction over the batch is detectable
+# The graph is probed at two batch sizes: a value whose leading dim does not follow the
+# batch size mixes samples (e.g. x - x.mean(0)) and has no per-sample Lipschitz constant.
+_PROBE_BATCHES = ("lipkit_shape", 2), ("lipkit_shape_alt", 3)
 
 _SUM = {operator.add, operator.sub, operator.iadd, operator.isub, torch.add, torch.sub, "add", "sub", "add_", "sub_"}
 _SAME = {
@@ -81,6 +83,11 @@ class LipschitzBound:
 class _ShapeRecorder(fx.Interpreter):
     """Runs the graph once on a probe batch and records every tensor value's shape."""
 
+    def __init__(self, gm: fx.GraphModule, key: str):
+        super().__init__(gm)
+        self.key = key
+        self.extra_traceback = False  # our message already names the layer
+
     def run_node(self, n: fx.Node):
         try:
             result = super().run_node(n)
@@ -90,7 +97,7 @@ class _ShapeRecorder(fx.Interpreter):
             first_line = str(err).split("\n")[0]  # fx appends its own traceback notes
             raise ValueError(f"does not fit {what}: {first_line}") from None
         if isinstance(result, torch.Tensor):
-            n.meta["lipkit_shape"] = tuple(result.shape)
+            n.meta[self.key] = tuple(result.shape)
         return result
 
 
@@ -130,11 +137,6 @@ def lipschitz_bound(model: nn.Module, input_shape, method: str = "gram") -> Lips
     try:
         model.eval()
         param = next(model.parameters(), None)
-        probe = torch.zeros(
-            (_SHAPE_BATCH, *shape),
-            dtype=param.dtype if param is not None else torch.float32,
-            device=param.device if param is not None else "cpu",
-        )
         placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]
         if len(placeholders) != 1:
             raise ValueError(
@@ -142,12 +144,16 @@ def lipschitz_bound(model: nn.Module, input_shape, method: str = "gram") -> Lips
                 f".forward takes {len(placeholders)} ({', '.join(n.name for n in placeholders)})"
             )
         with torch.no_grad():
-            try:
-                recorder = _ShapeRecorder(gm)
-                recorder.extra_traceback = False  # our message already names the layer
-                recorder.run(probe)
-            except ValueError as err:
-                raise ValueError(f"input_shape {shape}: {err}") from None
+            for key, batch in _PROBE_BATCHES:
+                probe = torch.zeros(
+                    (batch, *shape),
+                    dtype=param.dtype if param is not None else torch.float32,
+                    device=param.device if param is not None else "cpu",
+                )
+                try:
+                    _ShapeRecorder(gm, key).run(probe)
+                except ValueError as err:
+                    raise ValueError(f"input_shape {shape}: {err}") from None
             return _walk(gm, method)
     finally:
         for m, training in modes.items():
@@ -155,12 +161,13 @@ def lipschitz_bound(model: nn.Module, input_shape, method: str = "gram") -> Lips
 
 
 def _sample_shape(node: fx.Node) -> tuple[int, ...] | None:
-    shape = node.meta.get("lipkit_shape")
-    if shape is None:
+    (key_a, batch_a), (key_b, batch_b) = _PROBE_BATCHES
+    a, b = node.meta.get(key_a), node.meta.get(key_b)
+    if a is None:
         return None
-    if len(shape) == 0 or shape[0] != _SHAPE_BATCH:
+    if len(a) == 0 or a[0] != batch_a or b is None or len(b) == 0 or b[0] != batch_b or a[1:] != b[1:]:
         raise ValueError(f"operation {node.format_node()} mixes the samples of a batch")
-    return shape[1:]
+    return a[1:]
 
 
 def _walk(gm: fx.GraphModule, method: str) -> LipschitzBound:

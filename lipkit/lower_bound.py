@@ -23,7 +23,9 @@ from torch import Tensor
 
 from .linalg import power_iteration
 
-JACOBIAN_ITERS = 30  # power steps on each input's Jacobian
+JACOBIAN_ITERS = 200  # at most this many power steps on each input's Jacobian...
+JACOBIAN_TOL = 1e-9  # ...stopping once every sample's estimate moved less than this
+EXACT_OUT_DIM = 16  # up to this many outputs, Jacobians are formed row by row (exact)
 ASCENT_STARTS = 8  # inputs (largest Jacobian norms) refined by gradient ascent
 
 
@@ -31,10 +33,26 @@ def _flat_norm(x: Tensor) -> Tensor:
     return torch.linalg.vector_norm(x.flatten(1), dim=1)
 
 
-def jacobian_norms(f, x: Tensor, n_iter: int = JACOBIAN_ITERS) -> tuple[Tensor, Tensor]:
-    """Per-sample spectral norm of the Jacobian of f at x, and the top right singular vectors."""
+def jacobian_norms(f, x: Tensor, n_iter: int = JACOBIAN_ITERS, tol: float = JACOBIAN_TOL) -> tuple[Tensor, Tensor]:
+    """Per-sample spectral norm of the Jacobian of f at x, and the top right singular vectors.
+
+    Few outputs (a critic, a classifier's logits): the Jacobian's rows by reverse mode, then
+    an exact eigen-decomposition of J J^T. Many outputs: power iteration (jvp / vjp).
+    """
     x = x.detach()
-    _, vjp_fn = torch.func.vjp(f, x)
+    out, vjp_fn = torch.func.vjp(f, x)
+    out_dim = out[0].numel()
+    if out_dim <= EXACT_OUT_DIM:
+        rows = []
+        for k in range(out_dim):
+            e = torch.zeros_like(out).flatten(1)
+            e[:, k] = 1
+            rows.append(vjp_fn(e.view_as(out))[0].flatten(1))
+        jac = torch.stack(rows, 1)  # (B, out, in)
+        evals, evecs = torch.linalg.eigh(jac @ jac.mT)
+        sigma = evals[:, -1].clamp_min(0).sqrt()
+        v = (jac.mT @ evecs[:, :, -1:]).squeeze(-1) / sigma.clamp_min(1e-300)[:, None]
+        return sigma, v.view_as(x)
 
     def forward(v: Tensor) -> Tensor:
         return torch.func.jvp(f, (x,), (v,))[1]
@@ -44,7 +62,7 @@ def jacobian_norms(f, x: Tensor, n_iter: int = JACOBIAN_ITERS) -> tuple[Tensor, 
 
     gen = torch.Generator().manual_seed(0)
     v0 = torch.randn(x.shape, generator=gen, dtype=torch.float64).to(x)
-    sigma, _, v = power_iteration(forward, adjoint, v0, n_iter)
+    sigma, _, v = power_iteration(forward, adjoint, v0, n_iter, tol)
     return sigma, v
 
 

@@ -1,0 +1,144 @@
+"""Whole-network bounds: closed forms, upper >= lower, clear errors, no state touched."""
+import pytest
+import torch
+import torch.nn as nn
+
+import lipkit as lk
+from lipkit import examples
+
+
+def jacobian_norm_at(model, x):
+    jac = torch.autograd.functional.jacobian(lambda z: model(z.unsqueeze(0)).flatten(), x)
+    return float(torch.linalg.svdvals(jac.reshape(jac.shape[0], -1))[0])
+
+
+def test_linear_model_bounds_are_exact():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 4))
+    sigma = float(torch.linalg.svdvals(model[0].weight.detach())[0])
+    assert lk.lipschitz_bound(model, (6,), "exact").upper == pytest.approx(sigma, rel=1e-6)
+    assert lk.lipschitz_bound(model, (6,)).upper == pytest.approx(sigma, rel=1e-4)
+    lower = lk.lipschitz_lower_bound(model, torch.randn(8, 6), steps=20)
+    assert lower == pytest.approx(sigma, rel=1e-5)
+
+
+class Residual(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(5, 5)
+
+    def forward(self, x):
+        return 2.0 * x + self.fc(x) / 4
+
+
+def test_residual_and_scaling_rules():
+    torch.manual_seed(0)
+    model = Residual()
+    sigma = float(torch.linalg.svdvals(model.fc.weight.detach())[0])
+    result = lk.lipschitz_bound(model, (5,), "exact")
+    assert result.upper == pytest.approx(2.0 + sigma / 4, rel=1e-6)
+    # the model is linear, so its true constant is ||2I + W/4||, below the bound
+    true = float(torch.linalg.svdvals(2 * torch.eye(5) + model.fc.weight.detach() / 4)[0])
+    assert true <= result.upper + 1e-9
+    assert lk.lipschitz_lower_bound(model, torch.randn(4, 5), steps=10) == pytest.approx(true, rel=1e-5)
+
+
+def test_concatenation_rule():
+    class Cat(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = nn.Linear(3, 2), nn.Linear(3, 2)
+
+        def forward(self, x):
+            return torch.cat([self.a(x), torch.relu(self.b(x))], dim=1)
+
+    m = Cat()
+    sa, sb = (float(torch.linalg.svdvals(l.weight.detach())[0]) for l in (m.a, m.b))
+    assert lk.lipschitz_bound(m, (3,), "exact").upper == pytest.approx((sa**2 + sb**2) ** 0.5)
+
+
+@pytest.mark.parametrize(
+    "name, shape",
+    [("mlp", (2,)), ("small_resnet", (1, 28, 28)), ("dcgan_critic_small", (3, 32, 32))],
+)
+def test_upper_bound_dominates_lower_bound(name, shape):
+    model = examples.dcgan_critic(width=8) if name == "dcgan_critic_small" else getattr(examples, name)()
+    torch.manual_seed(1)
+    x = torch.randn(6, *shape)
+    upper = lk.lipschitz_bound(model, shape)
+    lower = lk.lipschitz_lower_bound(model, x, steps=30)
+    assert 0 < lower <= upper.upper
+    # the lower bound includes the Jacobian norm at the inputs (autograd oracle)
+    assert lower >= jacobian_norm_at(model.double(), x[0].double()) * (1 - 1e-6)
+    # every leaf layer appears once (rows follow the call order, not the definition order)
+    assert sorted(r.name for r in upper.layers) == sorted(
+        n for n, m in model.named_modules() if not list(m.children())
+    )
+
+
+def test_table_lists_every_layer_with_reshaped_sigma():
+    model = examples.small_resnet()
+    result = lk.lipschitz_bound(model, (1, 28, 28))
+    text = result.table()
+    assert "2.conv1" in text and "AvgPool2d" in text
+    conv = next(r for r in result.layers if r.name == "0")
+    assert conv.reshaped_sigma == pytest.approx(float(torch.linalg.svdvals(model[0].weight.detach().flatten(1))[0]), rel=1e-5)
+    assert conv.input_shape == (1, 28, 28)
+
+
+def test_bounds_do_not_touch_state():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(2, 3, 3), nn.BatchNorm2d(3), nn.ReLU(), nn.Flatten(), nn.Linear(3 * 4 * 4, 1))
+    model.train()
+    with torch.no_grad():
+        model[1].running_var.fill_(2.0)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    lk.lipschitz_bound(model, (2, 6, 6))
+    lk.lipschitz_lower_bound(model, torch.randn(4, 2, 6, 6), steps=5)
+    assert model.training and model[1].training
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, before[k]), k
+
+
+def test_unsupported_layer_names_it_and_registration_fixes_it():
+    class Doubler(nn.Module):
+        def forward(self, x):
+            return 2 * x
+
+    model = nn.Sequential(nn.Linear(3, 3), nn.LayerNorm(3))
+    with pytest.raises(lk.UnsupportedLayerError, match="(?s)LayerNorm.*register_layer_bound"):
+        lk.lipschitz_bound(model, (3,))
+
+    class Scale(nn.Module):  # a leaf-like layer that fx would otherwise trace through
+        def forward(self, x):
+            return x * x  # not Lipschitz globally: no rule
+
+    with pytest.raises(lk.UnsupportedLayerError, match="mul"):
+        lk.lipschitz_bound(nn.Sequential(Scale()), (3,))
+
+    @lk.register_layer_bound(Scale)
+    def _(layer, input_shape, method):
+        return lk.LayerRule(bound=6.0, how="|2x| <= 6 on [-3, 3]")
+
+    assert lk.lipschitz_bound(nn.Sequential(Scale(), Doubler()), (3,)).upper == pytest.approx(12.0)
+
+
+def test_bad_inputs_raise_clear_errors():
+    with pytest.raises(ValueError, match="does not fit layer '0'"):
+        lk.lipschitz_bound(examples.mlp(), (3,))
+    with pytest.raises(ValueError, match="certified"):
+        lk.lipschitz_bound(examples.mlp(), (2,), method="power")
+
+    class TwoInputs(nn.Module):
+        def forward(self, x, y):
+            return x + y
+
+    with pytest.raises(ValueError, match="one tensor input"):
+        lk.lipschitz_bound(TwoInputs(), (2,))
+
+    class BatchMean(nn.Module):
+        def forward(self, x):
+            return x - x.mean(0)
+
+    with pytest.raises(ValueError, match="mixes the samples"):
+        lk.lipschitz_bound(BatchMean(), (2,))

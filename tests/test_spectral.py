@@ -1,0 +1,171 @@
+"""spectral_norm and operator_norm against independent oracles.
+
+Oracle for a layer's operator norm: the largest singular value of its dense Jacobian,
+built by torch.autograd.functional.jacobian (not by lipkit's own dense path).
+"""
+import math
+
+import pytest
+import torch
+import torch.nn as nn
+
+import lipkit as lk
+from lipkit.linalg import gram_iteration_bound
+
+
+def jacobian_norm(layer: nn.Module, input_shape) -> float:
+    layer = layer.double()
+    x = torch.zeros(input_shape, dtype=torch.float64)
+    jac = torch.autograd.functional.jacobian(lambda z: layer(z.unsqueeze(0)).flatten(), x, vectorize=True)
+    return float(torch.linalg.svdvals(jac.reshape(jac.shape[0], -1))[0])
+
+
+def _seeded(make):
+    torch.manual_seed(0)
+    layer = make()
+    with torch.no_grad():  # no bias: the Jacobian at 0 must not see it anyway
+        for p in layer.parameters():
+            p.normal_(0, 0.3)
+    return layer
+
+
+# (factory, input shape, max relative excess of "gram" over exact: what we measured x ~1.5)
+LAYERS = {
+    "linear": (lambda: nn.Linear(7, 5), (3, 7), 1e-4),
+    "conv2d": (lambda: nn.Conv2d(4, 6, 3, padding=1), (4, 12, 12), 0.05),
+    "conv2d_circular": (lambda: nn.Conv2d(4, 6, 3, padding=1, padding_mode="circular"), (4, 12, 12), 0.01),
+    "conv2d_circular_stride2": (
+        lambda: nn.Conv2d(4, 6, 3, stride=2, padding=1, padding_mode="circular"), (4, 12, 12), 0.01),
+    "conv2d_circular_5x5": (lambda: nn.Conv2d(3, 5, 5, padding=2, padding_mode="circular"), (3, 8, 8), 0.01),
+    "conv2d_stride2_k4": (lambda: nn.Conv2d(4, 6, 4, stride=2, padding=1), (4, 12, 12), 0.05),
+    "conv2d_stride2_odd": (lambda: nn.Conv2d(4, 6, 3, stride=2, padding=1), (4, 11, 9), 0.05),
+    "conv2d_same": (lambda: nn.Conv2d(4, 6, 3, padding="same"), (4, 12, 12), 0.05),
+    "conv2d_valid": (lambda: nn.Conv2d(4, 6, 3), (4, 12, 12), 0.05),
+    "conv2d_dilated_groups": (lambda: nn.Conv2d(4, 6, 3, dilation=2, padding=2, groups=2), (4, 16, 16), 0.05),
+    "conv2d_reflect": (lambda: nn.Conv2d(4, 6, 3, padding=1, padding_mode="reflect"), (4, 10, 10), None),
+    "conv2d_replicate": (lambda: nn.Conv2d(2, 3, 3, padding=1, padding_mode="replicate"), (2, 8, 8), None),
+    "conv1d_stride3": (lambda: nn.Conv1d(3, 5, 5, stride=3, padding=2), (3, 24), 0.05),
+    "conv3d_stride2": (lambda: nn.Conv3d(2, 3, 3, stride=2, padding=1), (2, 6, 6, 6), None),
+    "convT2d_stride2": (lambda: nn.ConvTranspose2d(6, 4, 4, stride=2, padding=1), (6, 8, 8), 0.05),
+    "convT2d_outpad_groups": (
+        lambda: nn.ConvTranspose2d(6, 4, 3, stride=2, padding=1, output_padding=1, groups=2), (6, 7, 7), 0.05),
+    "convT1d_dilated": (lambda: nn.ConvTranspose1d(3, 2, 3, dilation=2), (3, 16), 0.05),
+    "convT3d": (lambda: nn.ConvTranspose3d(2, 3, 2, stride=2), (2, 3, 3, 3), 0.05),
+    "avgpool2": (lambda: nn.AvgPool2d(2), (3, 8, 8), 1e-6),
+    "avgpool3_s2_p1": (lambda: nn.AvgPool2d(3, stride=2, padding=1), (3, 12, 12), None),
+    "avgpool_ceil_nopad": (
+        lambda: nn.AvgPool2d(3, stride=2, padding=1, ceil_mode=True, count_include_pad=False), (3, 9, 9), None),
+    "avgpool1d": (lambda: nn.AvgPool1d(2), (3, 10), 1e-6),
+    "flatten": (lambda: nn.Flatten(), (3, 4, 4), 0.0),
+}
+
+
+@pytest.mark.parametrize("name", sorted(LAYERS))
+def test_operator_norm_matches_dense_jacobian(name):
+    make, shape, gram_tol = LAYERS[name]
+    layer = _seeded(make)
+    ref = jacobian_norm(layer, shape)
+    exact = lk.operator_norm(layer, shape, "exact")
+    assert exact == pytest.approx(ref, rel=1e-4)
+    gram = lk.operator_norm(layer, shape, "gram")
+    assert gram >= ref * (1 - 1e-6), "the Gram bound must be certified (>= exact)"
+    if gram_tol is not None:
+        assert gram <= ref * (1 + gram_tol)
+    power = lk.operator_norm(layer, shape, "power")
+    assert power <= ref * (1 + 1e-6)
+    assert power == pytest.approx(ref, rel=1e-3)
+
+
+def test_batchnorm_eval_closed_form_and_train_mode_error():
+    bn = nn.BatchNorm2d(3)
+    with torch.no_grad():
+        bn.running_var.uniform_(0.5, 2.0)
+        bn.weight.uniform_(-2, 2)
+    bn.eval()
+    expected = float((bn.weight.detach().abs() / torch.sqrt(bn.running_var + bn.eps)).max())
+    assert lk.operator_norm(bn, (3, 4, 4)) == pytest.approx(expected, rel=1e-6)
+    assert lk.operator_norm(bn, (3, 4, 4)) == pytest.approx(jacobian_norm(bn, (3, 4, 4)), rel=1e-6)
+    bn.train()
+    with pytest.raises(ValueError, match="eval"):
+        lk.operator_norm(bn, (3, 4, 4))
+
+
+def test_reshaped_sigma_is_not_the_conv_norm():
+    """The ANCHORS.md case: a random 4->6 3x3 conv on 12x12 inputs."""
+    conv = _seeded(lambda: nn.Conv2d(4, 6, 3, padding=1))
+    reshaped = float(lk.spectral_norm(conv.weight.detach()))
+    true = lk.operator_norm(conv, (4, 12, 12))
+    assert true > 1.3 * reshaped
+
+
+WEIGHTS = {
+    "tall": (9, 4),
+    "wide": (3, 11),
+    "square": (6, 6),
+    "conv": (6, 4, 3, 3),
+}
+
+
+@pytest.mark.parametrize("shape", sorted(WEIGHTS))
+def test_spectral_norm_matches_svdvals(shape):
+    torch.manual_seed(1)
+    w = torch.randn(WEIGHTS[shape])
+    ref = torch.linalg.svdvals(w.flatten(1))[0]
+    assert float(lk.spectral_norm(w)) == pytest.approx(float(ref), rel=1e-5)
+    assert float(lk.spectral_norm(w, n_iter=200)) == pytest.approx(float(ref), rel=1e-4)
+    assert float(lk.spectral_norm(w, n_iter=1)) <= float(ref) * (1 + 1e-5)
+
+
+def test_spectral_norm_rank1_and_conv_transpose():
+    a, b = torch.randn(5, 1), torch.randn(1, 7)
+    w = a @ b
+    assert float(lk.spectral_norm(w, n_iter=2)) == pytest.approx(float(a.norm() * b.norm()), rel=1e-5)
+    wt = nn.ConvTranspose2d(4, 6, 3).weight  # (in=4, out=6, 3, 3): dim 1 is the output
+    ref = torch.linalg.svdvals(wt.detach().transpose(0, 1).flatten(1))[0]
+    assert float(lk.spectral_norm(wt, dim=1)) == pytest.approx(float(ref), rel=1e-5)
+
+
+def test_spectral_norm_zero_weight_and_gradient():
+    assert float(lk.spectral_norm(torch.zeros(3, 4), n_iter=3)) == 0.0
+    w = torch.randn(4, 5, requires_grad=True)
+    lk.spectral_norm(w, n_iter=50).backward()
+    u, s, vh = torch.linalg.svd(w.detach())
+    assert torch.allclose(w.grad, torch.outer(u[:, 0], vh[0]).abs() * torch.sign(w.grad), atol=1e-4)
+
+
+def test_gram_iteration_is_monotone_certified_bound():
+    torch.manual_seed(2)
+    mats = torch.randn(5, 20, 30, dtype=torch.float64)
+    exact = torch.linalg.matrix_norm(mats, 2)
+    for t in range(1, 8):
+        bound = gram_iteration_bound(mats, n_iter=t)
+        assert (bound >= exact * (1 - 1e-12)).all()
+        assert (bound <= exact * 30 ** (1 / 2 ** (t + 1)) * (1 + 1e-12)).all()
+
+
+@pytest.mark.parametrize(
+    "call, match",
+    [
+        (lambda: lk.spectral_norm(torch.randn(5)), "at least 2 dims"),
+        (lambda: lk.spectral_norm(torch.tensor([[1.0, float("nan")]])), "NaN"),
+        (lambda: lk.spectral_norm(torch.randn(3, 3), n_iter=0), "n_iter"),
+        (lambda: lk.operator_norm(nn.Conv2d(4, 6, 3), (3, 8, 8)), "C=4"),
+        (lambda: lk.operator_norm(nn.Conv2d(4, 6, 3), (4, 8)), "does not fit"),
+        (lambda: lk.operator_norm(nn.Conv2d(4, 6, 5), (4, 2, 2)), "does not fit"),
+        (lambda: lk.operator_norm(nn.Linear(3, 2), (4,)), "does not fit"),
+        (lambda: lk.operator_norm(nn.Linear(3, 2), (3,), "svd"), "not one of"),
+        (lambda: lk.operator_norm(nn.LSTM(3, 2), (3,)), "does not support LSTM"),
+        (lambda: lk.operator_norm(nn.Conv2d(64, 64, 3, padding=1), (64, 64, 64)), "method='gram'"),
+    ],
+)
+def test_clear_errors(call, match):
+    with pytest.raises((ValueError, TypeError), match=match):
+        call()
+
+
+def test_nonfinite_layer_weight_is_named():
+    conv = nn.Conv2d(2, 2, 3)
+    with torch.no_grad():
+        conv.weight[0, 0, 0, 0] = math.inf
+    with pytest.raises(ValueError, match="Conv2d.weight"):
+        lk.operator_norm(conv, (2, 5, 5), "gram")

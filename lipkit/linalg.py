@@ -62,6 +62,13 @@ def power_iteration(
     return sigma, _normalize(Av, Av), v
 
 
+def _frobenius(m: Tensor) -> Tensor:
+    """Frobenius norm of each matrix; complex via its real view (2x faster than matrix_norm)."""
+    if m.is_complex():
+        return torch.linalg.vector_norm(torch.view_as_real(m.resolve_conj()), dim=(-3, -2, -1))
+    return torch.linalg.vector_norm(m, dim=(-2, -1))
+
+
 def gram_iteration_bound(
     mats: Tensor, n_iter: int | None = None, tol: float = 1e-5, max_iter: int = 30
 ) -> Tensor:
@@ -80,14 +87,16 @@ def gram_iteration_bound(
     tiny = torch.finfo(real_dtype).tiny
     g = mats
     log_scale = torch.zeros(mats.shape[:-2], dtype=real_dtype, device=mats.device)
-    log_bound = torch.log(torch.linalg.matrix_norm(g).clamp_min(tiny))
+    log_bound = torch.log(_frobenius(g).clamp_min(tiny))
     steps = n_iter if n_iter is not None else max_iter
     for t in range(1, steps + 1):
-        r = torch.linalg.matrix_norm(g).clamp_min(tiny)
+        r = _frobenius(g).clamp_min(tiny)
         g = g / r[..., None, None]
         log_scale = 2 * (log_scale + torch.log(r))
-        g = g.mH @ g
-        new = (log_scale + torch.log(torch.linalg.matrix_norm(g).clamp_min(tiny))) / 2**t
+        # From the second squaring on, g is Hermitian (g = A^H A, scaled): g^H g = g g,
+        # which skips materializing a conjugate transpose (about 2x faster for complex).
+        g = g.mH @ g if t == 1 else g @ g
+        new = (log_scale + torch.log(_frobenius(g).clamp_min(tiny))) / 2**t
         # Every iterate is a valid bound; keep the smallest seen (guards float round-off).
         new = torch.minimum(new, log_bound)
         if n_iter is None and bool(((log_bound - new).abs() <= tol).all()):

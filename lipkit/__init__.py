@@ -1,5 +1,6 @@
 """lipkit: Lipschitz constraints for PyTorch - measure, certify, constrain, regularize."""
 from .bounds import LayerRow, LipschitzBound, lipschitz_bound
+from .constraints import constrain, export, project_, unconstrain
 from .layer_bounds import LayerRule, UnsupportedLayerError, register_layer_bound
 from .lower_bound import lipschitz_lower_bound
 from .penalties import (
@@ -14,6 +15,8 @@ from .penalties import (
 from .spectral import operator_norm, spectral_norm
 
 __all__ = [
+    "constrain",
+    "export",
     "frobenius_penalty",
     "gradient_penalty",
     "input_gradient_penalty",
@@ -24,10 +27,12 @@ __all__ = [
     "lipschitz_lower_bound",
     "LipschitzBound",
     "operator_norm",
+    "project_",
     "register_layer_bound",
     "spectral_norm",
     "spectral_penalty",
     "SpectralPenalty",
+    "unconstrain",
     "UnsupportedLayerError",
     "weight_gradient_penalty",
 ]

@@ -184,3 +184,86 @@ def avgpool_as_conv(layer: nn.Module, channels: int) -> nn.Module | None:
     with torch.no_grad():
         conv.weight.fill_(1.0 / math.prod(k))
     return conv
+
+
+@dataclass(frozen=True)
+class ConvGeometry:
+    """A Conv*/ConvTranspose* layer's hyperparameters without its weight or its input shape.
+
+    The layer's linear map as a function of (x, weight): a constraint normalizing a RAW
+    weight applies it at every update without rebuilding closures, re-probing shapes, or
+    holding a reference to the layer (plain data: deepcopy, pickling and state_dict stay
+    clean). Zero padding uses conv_transpose as the exact adjoint; other paddings and
+    "same"/"valid" strings fall back to reverse mode (exact for a linear map).
+    """
+
+    transposed: bool
+    nd: int
+    stride: tuple[int, ...]
+    padding: tuple[int, ...] | str
+    dilation: tuple[int, ...]
+    groups: int
+    padding_mode: str
+    reversed_padding: tuple[int, ...]  # F.pad order, used for non-zero padding modes
+    output_padding: tuple[int, ...]  # ConvTranspose only
+
+    @classmethod
+    def of(cls, layer: nn.Module) -> "ConvGeometry":
+        if not isinstance(layer, (*CONV, *CONV_TRANSPOSE)):
+            raise TypeError(f"ConvGeometry needs a Conv or ConvTranspose layer, got {type(layer).__name__}")
+        transposed = isinstance(layer, CONV_TRANSPOSE)
+        padding = layer.padding if isinstance(layer.padding, str) else tuple(layer.padding)
+        return cls(
+            transposed=transposed,
+            nd=len(layer.kernel_size),
+            stride=tuple(layer.stride),
+            padding=padding,
+            dilation=tuple(layer.dilation),
+            groups=int(layer.groups),
+            padding_mode=layer.padding_mode,
+            reversed_padding=tuple(getattr(layer, "_reversed_padding_repeated_twice", ())),
+            output_padding=tuple(layer.output_padding) if transposed else (),
+        )
+
+    def forward(self, x: Tensor, weight: Tensor) -> Tensor:
+        """The layer's map without bias: (B, *in_shape) -> (B, *out_shape)."""
+        if self.transposed:
+            return _CONV_T_FN[self.nd](
+                x, weight, None, self.stride, self.padding, self.output_padding, self.groups,
+                self.dilation,
+            )
+        if self.padding_mode != "zeros":
+            x = F.pad(x, self.reversed_padding, mode=self.padding_mode)
+            return _CONV_FN[self.nd](x, weight, None, self.stride, 0, self.dilation, self.groups)
+        return _CONV_FN[self.nd](x, weight, None, self.stride, self.padding, self.dilation, self.groups)
+
+    def output_shape(self, in_shape: tuple[int, ...], weight_shape: tuple[int, ...]) -> tuple[int, ...]:
+        """Output shape (no batch dim) for inputs of in_shape, computed on the meta device."""
+        x = torch.empty((1, *in_shape), device="meta")
+        w = torch.empty(weight_shape, device="meta")
+        try:
+            return tuple(self.forward(x, w).shape[1:])
+        except RuntimeError as err:
+            raise ValueError(f"input shape {tuple(in_shape)} does not fit this layer: {err}") from None
+
+    def adjoint(self, y: Tensor, weight: Tensor, in_shape: tuple[int, ...]) -> Tensor:
+        """The transpose map: (B, *out_shape) -> (B, *in_shape)."""
+        k = weight.shape[2:]
+        if self.transposed:
+            x = _CONV_FN[self.nd](y, weight, None, self.stride, self.padding, self.dilation, self.groups)
+            if tuple(x.shape[1:]) == tuple(in_shape):
+                return x
+        elif self.padding_mode == "zeros" and not isinstance(self.padding, str):
+            pads = tuple(
+                n - ((m - 1) * s - 2 * p + d * (kk - 1) + 1)
+                for n, m, s, p, d, kk in zip(
+                    in_shape[1:], y.shape[2:], self.stride, self.padding, self.dilation, k
+                )
+            )
+            return _CONV_T_FN[self.nd](
+                y, weight, None, self.stride, self.padding, pads, self.groups, self.dilation
+            )
+        x = torch.zeros((y.shape[0], *in_shape), dtype=y.dtype, device=y.device, requires_grad=True)
+        with torch.enable_grad():
+            (grad,) = torch.autograd.grad(self.forward(x, weight.detach()), x, y)
+        return grad

@@ -1,0 +1,131 @@
+"""What every lipkit constraint is: a small nn.Module mapping a raw weight to the weight used.
+
+One module serves both attachments (DESIGN.md, "two abstractions"):
+- reparam: torch.nn.utils.parametrize calls `constraint(raw)` at every read of the weight,
+  so gradients flow through the map (the correct SN);
+- project: project_(model) writes `constraint.projected(raw)` into the raw weight after
+  optimizer.step() (the Keras-style constraint the seed warns about, kept to measure it).
+State (power-iteration vectors) lives in buffers, so state_dict carries it.
+"""
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+import torch
+import torch.nn as nn
+from torch import Tensor
+
+# sigma is clamped from below by this before dividing: an all-zero weight stays zero
+# (torch's SN returns NaN there, pytorch#20192) instead of 0/0.
+SIGMA_EPS = 1e-12
+
+
+class Constraint(nn.Module):
+    """Base class: forward(raw weight) -> constrained weight, same shape and dtype.
+
+    Subclasses that need the layer's context (its input shape, its BatchNorm running
+    variance) set `observes_layer = True`; lipkit then calls `observe(layer, args)` from a
+    forward pre-hook before the layer reads its weight, and `observe(layer, None)` before
+    any read outside a forward (registration, project_, export).
+    """
+
+    observes_layer: bool = False
+    method: str = ""  # the constrain() method name, for messages and introspection
+
+    def observe(self, layer: nn.Module, args: tuple[Any, ...] | None) -> None:
+        """Record what the map needs from the layer; default: nothing."""
+
+    @property
+    def ready(self) -> bool:
+        """False while the map cannot be evaluated yet (a conv input shape not seen)."""
+        return True
+
+    def projected(self, raw: Tensor) -> Tensor:
+        """The constrained value of `raw`, updating state as a training step would.
+
+        Used by project_ (after optimizer.step(): the weight changed, so the state is
+        refreshed exactly as a training-mode forward would refresh it).
+        """
+        was_training = self.training
+        self.training = True
+        try:
+            with torch.no_grad():
+                return self(raw)
+        finally:
+            self.training = was_training
+
+    def extra_repr(self) -> str:
+        return ", ".join(f"{k}={v!r}" for k, v in self.options().items())
+
+    def options(self) -> dict[str, Any]:
+        """The constrain() options this module was built with (for repr and re-building)."""
+        return {}
+
+
+def compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    """At least float32: sigma from bf16/fp16 arithmetic is too coarse (and overflows in
+    fp16, pytorch#61954); float64 weights stay float64 (gradcheck)."""
+    return torch.promote_types(dtype, torch.float32)
+
+
+def autocast_off(device_type: str) -> contextlib.AbstractContextManager:
+    """Disable autocast around sigma only when it is on (entering it costs host time)."""
+    try:
+        enabled = torch.is_autocast_enabled(device_type)
+    except TypeError:  # torch < 2.4 has no device argument
+        enabled = True
+    if enabled:
+        return torch.autocast(device_type=device_type, enabled=False)
+    return contextlib.nullcontext()
+
+
+def weight_key(raw: Tensor) -> tuple[int, int]:
+    """Identifies one value of a weight without reading it (no host-device sync).
+
+    `_version` is bumped by every in-place update (optimizer.step, load_state_dict,
+    project_); the data pointer catches a weight swapped for another tensor.
+    """
+    return raw._version, raw.data_ptr()
+
+
+def scale_for(sigma: Tensor, bound: float, soft: bool) -> Tensor:
+    """The factor applied to the weight: bound / sigma (SN-GAN, sigma becomes exactly
+    bound), or 1 / max(1, sigma / bound) with soft=True (only shrink, sigma <= bound)."""
+    if soft:
+        return 1.0 / (sigma / bound).clamp_min(1.0)
+    return bound / sigma.clamp_min(SIGMA_EPS)
+
+
+def raw_tensor(layer: nn.Module, name: str) -> Tensor:
+    """The layer's unconstrained tensor `name`, whether it is parametrized or not."""
+    parametrizations = getattr(layer, "parametrizations", None)
+    if parametrizations is not None and name in parametrizations:
+        return parametrizations[name].original
+    return getattr(layer, name)
+
+
+def cached_homogeneous(module: nn.Module, raw: Tensor, w: Tensor, bound_fn) -> Tensor:
+    """bound_fn(w) (a certified norm bound), evaluated once per weight update.
+
+    bound_fn is positively homogeneous of degree 1 (f(aW) = a f(W), as every norm bound
+    is), so by Euler's theorem f(W0) = <grad f(W0), W0>: the linear map W -> <g, W> has
+    f's value AND gradient at W0. Storing g (one weight-sized buffer, rebound, never
+    written in place) lets every forward of one update use that linear map - exact value,
+    exact first derivatives (all a loss or a gradient penalty needs) for one dot product;
+    the same trick as SN-GAN's sigma = u^T W v. The expensive bound (Gram iteration on a
+    conv symbol: hundreds of ms on CPU) then runs once per step, not once per forward.
+    Eval mode with a weight changed since the last training forward evaluates f itself
+    (differentiably, no state change) so the certificate never rests on a stale g.
+    module needs `_weight_key` and a `sigma_grad` buffer.
+    """
+    key = weight_key(raw)
+    if key != module._weight_key:
+        if not module.training:
+            return bound_fn(w)
+        with torch.inference_mode(False), torch.enable_grad():  # also under inference_mode
+            w0 = w.detach().clone().requires_grad_()
+            (grad,) = torch.autograd.grad(bound_fn(w0), w0)
+        module.sigma_grad = grad
+        module._weight_key = key
+    return (module.sigma_grad.to(w.dtype) * w).sum()

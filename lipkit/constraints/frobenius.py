@@ -1,0 +1,30 @@
+"""Frobenius-norm clipping (SEED_NOTES.md section 5): W -> W * min(1, max_norm / ||W||_F).
+
+||W||_2 <= ||W||_F, so this bounds the layer's sigma (loosely) while leaving the direction
+of W free, unlike entrywise clipping. The norm is a plain reduction: no state, no sync.
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from .base import Constraint, autocast_off, compute_dtype
+
+
+class FrobeniusClip(Constraint):
+    """W -> W / max(1, ||W||_F / max_norm) (zero stays zero: no division by ||W||)."""
+
+    method = "frobenius"
+
+    def __init__(self, max_norm: float = 1.0) -> None:
+        super().__init__()
+        self.max_norm = float(max_norm)
+
+    def forward(self, raw: Tensor) -> Tensor:
+        with autocast_off(raw.device.type):
+            w = raw.to(compute_dtype(raw.dtype))
+            norm = torch.linalg.vector_norm(w)
+            return (w / (norm / self.max_norm).clamp_min(1.0)).to(raw.dtype)
+
+    def options(self) -> dict:
+        return {"max_norm": self.max_norm}

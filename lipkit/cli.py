@@ -2,13 +2,18 @@
 
     lipkit bound TARGET --input-shape C,H,W    per-layer table, certified upper bound and
                                                empirical lower bound of a network
+    lipkit train-gan --data D --critic P --out DIR [--resume] [hyperparameters]
+                                               train a WGAN with one critic preset
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib
+import json
 import os
 import sys
+from pathlib import Path
 
 import torch
 import torch.nn as nn
@@ -77,6 +82,67 @@ def cmd_bound(args: argparse.Namespace) -> int:
     return 0
 
 
+def parse_pair(text: str) -> tuple[float, float]:
+    try:
+        pair = tuple(float(s) for s in text.split(","))
+    except ValueError:
+        pair = ()
+    if len(pair) != 2:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a pair: give two numbers, e.g. 0,0.9")
+    return pair  # type: ignore[return-value]
+
+
+def add_config_arguments(parser: argparse.ArgumentParser, cls: type, skip: tuple[str, ...] = ()) -> None:
+    """One --flag per config field (help: the field's comment). Every default is None, meaning
+    "not given": the config file / resumed run / dataclass default then decides."""
+    from .train.run import field_help
+
+    helps = field_help(cls)
+    for f in dataclasses.fields(cls):
+        if f.name in skip:
+            continue
+        flag, kind = "--" + f.name.replace("_", "-"), str(f.type)
+        options: dict = {"default": None, "help": f"{helps.get(f.name, '')} (default: {f.default})"}
+        if "bool" in kind:
+            options["action"] = argparse.BooleanOptionalAction
+        elif "tuple" in kind:
+            options.update(type=parse_pair, metavar="A,B")
+        elif "int" in kind:
+            options["type"] = int
+        elif "float" in kind:
+            options["type"] = float
+        parser.add_argument(flag, **options)
+
+
+def cmd_train_gan(args: argparse.Namespace) -> int:
+    from .train import CheckpointError, GanConfig, NonFiniteLossError, fit, load_config
+
+    given = {f.name: getattr(args, f.name) for f in dataclasses.fields(GanConfig)
+             if getattr(args, f.name, None) is not None}
+    base: dict = {}
+    try:
+        if args.config:
+            base = json.loads(Path(args.config).read_text())
+        if args.resume:
+            if "out" not in given:
+                raise ValueError("--resume needs --out DIR, the folder of the run to continue")
+            saved = Path(given["out"]) / "config.json"
+            if not saved.is_file():
+                raise ValueError(f"--resume: {saved} does not exist; is {given['out']} a lipkit run folder?")
+            base = json.loads(saved.read_text())
+        config = load_config(GanConfig, {**base, **given})
+        summary = fit(config, resume=args.resume)
+    except (ValueError, FileNotFoundError, CheckpointError, NonFiniteLossError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    final = ", ".join(f"{k}={v:.4g}" for k, v in summary["final"].items() if isinstance(v, float))
+    per_step = summary["seconds_per_step_this_session"]
+    timing = f"{per_step * 1000:.1f} ms per step" if per_step else "no new steps"
+    print(f"done: {summary['steps']} steps in {config.out} ({timing}); final: {final}")
+    print(f"critic certified bound: {summary.get('finish', {}).get('critic_certified_bound')}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lipkit", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -91,6 +157,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=100, help="gradient-ascent steps for the lower bound")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_bound)
+
+    from .train.gan import GanConfig
+    from .train.presets import CRITICS
+
+    p = sub.add_parser("train-gan", help="train a WGAN with a critic preset (checkpoint, resume, metrics)",
+                       description="Train a WGAN. Unset hyperparameters take the preset's published "
+                       "values; the resolved config is written to OUT/config.json.")
+    p.add_argument("--config", help="a config.json to start from (flags given here override it)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run in --out exactly from its last good checkpoint "
+                        "(its config.json; --steps may be raised)")
+    add_config_arguments(p, GanConfig)
+    for action in p._actions:  # choices for the preset name, kept in one place (presets.CRITICS)
+        if action.dest == "critic":
+            action.choices = CRITICS
+    p.set_defaults(func=cmd_train_gan)
     return parser
 
 

@@ -19,6 +19,8 @@ from torch import Tensor
 # sigma is clamped from below by this before dividing: an all-zero weight stays zero
 # (torch's SN returns NaN there, pytorch#20192) instead of 0/0.
 SIGMA_EPS = 1e-12
+# state_dict entry saying whether the saved vectors were current for the saved weight
+CURRENT_KEY = "vectors_current"
 
 
 class Constraint(nn.Module):
@@ -54,6 +56,45 @@ class Constraint(nn.Module):
                 return self(raw)
         finally:
             self.training = was_training
+
+    # Once-per-update tracking, for constraints whose state (power-iteration vectors)
+    # follows the weight: `weight_changed(raw)` says whether to refresh, `mark_current(raw)`
+    # records the refresh. The flag travels in state_dict (CURRENT_KEY, a bool tensor), so a run
+    # resumed from a checkpoint refreshes exactly when the uninterrupted run would have:
+    # vectors saved up to date are adopted for the weight loaded with them, not refreshed.
+    _weight_key: tuple[int, int] | None = None
+    # The raw weight of the last refresh, inside a tuple so nn.Module does not register it
+    # as a parameter of the constraint (it belongs to the layer).
+    _tracked: tuple[Tensor] | None = None
+    _adopt_on_next: bool = False
+
+    def weight_changed(self, raw: Tensor) -> bool:
+        """True when `raw` changed since the state was last brought up to date."""
+        if weight_key(raw) == self._weight_key:
+            return False
+        if self._adopt_on_next:  # loaded with a weight its vectors were current for
+            self.mark_current(raw)
+            return False
+        return True
+
+    def mark_current(self, raw: Tensor) -> None:
+        self._weight_key, self._tracked, self._adopt_on_next = weight_key(raw), (raw,), False
+
+    def _save_to_state_dict(self, destination, prefix, keep_vars) -> None:
+        super()._save_to_state_dict(destination, prefix, keep_vars)
+        current = self._tracked is not None and weight_key(self._tracked[0]) == self._weight_key
+        destination[prefix + CURRENT_KEY] = torch.tensor(current)
+
+    def _load_from_state_dict(
+        self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+    ) -> None:
+        super()._load_from_state_dict(
+            state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+        )
+        key = prefix + CURRENT_KEY
+        if key in unexpected_keys:  # ours, not a buffer: computed at save time
+            unexpected_keys.remove(key)
+        self._adopt_on_next = bool(state_dict.get(key, False))
 
     def extra_repr(self) -> str:
         return ", ".join(f"{k}={v!r}" for k, v in self.options().items())

@@ -136,7 +136,7 @@ class ConvSpectralNormalization(Constraint):
             w = raw.detach().to(compute_dtype(raw.dtype))
             refresh_vectors(*self._maps(w), self.u, self.v, WARMUP_MAX_ITER, WARMUP_TOL, w.dtype)
         self._refresh_sigma_grad()
-        self._weight_key = weight_key(raw)
+        self.mark_current(raw)
 
     def _refresh_sigma_grad(self) -> None:
         """sigma_grad = d<u, conv_W(v)>/dW, which depends on u and v only (the map is linear
@@ -165,14 +165,13 @@ class ConvSpectralNormalization(Constraint):
             if self.certified:
                 sigma = cached_homogeneous(self, raw, w, self._gram_bound)
             else:
-                key = weight_key(raw)
-                if self.training and key != self._weight_key:
+                if self.training and self.weight_changed(raw):
                     with torch.no_grad():
                         refresh_vectors(
                             *self._maps(w.detach()), self.u, self.v, self.n_iter, dtype=w.dtype
                         )
                     self._refresh_sigma_grad()
-                    self._weight_key = key
+                    self.mark_current(raw)
                 # sigma = <u, conv_W(v)> = <sigma_grad, W>: linear in W, so one dot product
                 # with the stored gradient replaces a conv over the whole input per forward.
                 sigma = (self.sigma_grad.to(w.dtype) * w).sum()

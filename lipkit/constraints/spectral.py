@@ -80,14 +80,13 @@ class SpectralNormalization(Constraint):
         self.register_buffer("v", start_vector((cols,), dtype, weight.device))
         empty = torch.zeros(0, dtype=dtype, device=weight.device)
         self.register_buffer("sigma_grad", empty, persistent=False)  # certified only
-        self._weight_key: tuple[int, int] | None = None
         if not certified:
             # Warm up to convergence so sigma is accurate from the first step (host syncs
             # here are fine: registration happens once).
             with torch.no_grad():
                 maps = self._maps(matrix)
                 refresh_vectors(*maps, self.u, self.v, WARMUP_MAX_ITER, WARMUP_TOL, dtype)
-            self._weight_key = weight_key(weight)
+            self.mark_current(weight)
 
     def _gram_bound(self, w: Tensor) -> Tensor:
         return gram_iteration_bound(weight_matrix(w, self.dim), self.gram_iter)
@@ -103,14 +102,13 @@ class SpectralNormalization(Constraint):
             if self.certified:
                 sigma = cached_homogeneous(self, raw, w, self._gram_bound)
             else:
-                key = weight_key(raw)
-                if self.training and key != self._weight_key:
+                if self.training and self.weight_changed(raw):
                     with torch.no_grad():
                         detached = matrix.detach()
                         refresh_vectors(
                             *self._maps(detached), self.u, self.v, self.n_iter, dtype=detached.dtype
                         )
-                    self._weight_key = key
+                    self.mark_current(raw)
                 u = self.u.to(w.dtype).clone()
                 v = self.v.to(w.dtype).clone()
                 sigma = torch.dot(u, torch.mv(matrix, v))

@@ -20,7 +20,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .operators import AVGPOOL, BATCHNORM, CONV, CONV_TRANSPOSE, IDENTITY_LIKE
+from .operators import BATCHNORM, CONV, CONV_TRANSPOSE, IDENTITY_LIKE
 from .spectral import operator_norm
 
 

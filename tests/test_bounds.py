@@ -53,7 +53,7 @@ def test_concatenation_rule():
             return torch.cat([self.a(x), torch.relu(self.b(x))], dim=1)
 
     m = Cat()
-    sa, sb = (float(torch.linalg.svdvals(l.weight.detach())[0]) for l in (m.a, m.b))
+    sa, sb = (float(torch.linalg.svdvals(lin.weight.detach())[0]) for lin in (m.a, m.b))
     assert lk.lipschitz_bound(m, (3,), "exact").upper == pytest.approx((sa**2 + sb**2) ** 0.5)
 
 

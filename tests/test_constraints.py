@@ -368,7 +368,7 @@ def test_bf16_autocast_gives_finite_accurate_sigma() -> None:
 def test_conv_operator_needs_an_input_shape_and_follows_it() -> None:
     layer = lc.constrain(nn.Conv2d(2, 3, 3, padding=1), "spectral", operator="conv")
     with pytest.raises(RuntimeError, match="input_shape="):
-        layer.weight
+        _ = layer.weight
     with pytest.raises(ValueError, match="does not fit"):
         lc.constrain(nn.Conv2d(2, 3, 3), "spectral", operator="conv", input_shape=(5, 8, 8))
     given = lc.constrain(nn.Conv2d(2, 3, 3), "spectral", operator="conv", input_shape=(2, 9, 9))
@@ -473,7 +473,7 @@ def test_conv_state_round_trips_in_both_directions() -> None:
     seen(x)
     seen.load_state_dict(unseen.state_dict())
     with pytest.raises(RuntimeError, match="input shape"):
-        seen[0].weight
+        _ = seen[0].weight
     seen.train()(x)
     unseen.load_state_dict(seen.state_dict())
     torch.testing.assert_close(unseen.eval()(x), seen.eval()(x))

@@ -29,7 +29,7 @@ def test_conv_critic_and_generator_shapes(shape: tuple[int, int, int]) -> None:
 def test_mlp_models_follow_the_wgan_gp_toy_code() -> None:
     critic = models.mlp_critic()
     linears = [m for m in critic if isinstance(m, nn.Linear)]
-    assert [l.out_features for l in linears] == [512, 512, 512, 1]
+    assert [lin.out_features for lin in linears] == [512, 512, 512, 1]
     assert all(isinstance(m, (nn.Linear, nn.ReLU)) for m in critic)
     generator = models.mlp_generator(noise_dim=2)
     assert generator(torch.randn(7, 2)).shape == (7, 2)

@@ -13,6 +13,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+import lipkit.penalties.spectral as spectral_module
 from lipkit.penalties import (
     SpectralPenalty,
     frobenius_penalty,
@@ -22,7 +23,6 @@ from lipkit.penalties import (
     spectral_penalty,
     weight_gradient_penalty,
 )
-import lipkit.penalties.spectral as spectral_module
 
 DT = torch.float64
 

@@ -13,9 +13,8 @@ import torch.nn as nn
 
 import lipkit as lk
 from lipkit.cli import main
-from lipkit.train import CRITICS, GanConfig, GanTask, NonFiniteLossError, fit, load_config, resolve_config
+from lipkit.train import CRITICS, GanConfig, GanTask, NonFiniteLossError, fit, gan, load_config, resolve_config
 from lipkit.train import checkpoint as ckpt
-from lipkit.train import gan
 
 LOSSES = ("loss_critic", "w1_critic", "penalty", "loss_generator")
 

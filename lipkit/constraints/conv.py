@@ -25,7 +25,12 @@ from ..conv_symbol import circular_symbol, dense_kernel, pad_operator_norm
 from ..linalg import gram_iteration_bound
 from ..operators import ConvGeometry
 from .base import (
-    Constraint, autocast_off, cached_homogeneous, compute_dtype, raw_tensor, scale_for, weight_key,
+    Constraint,
+    autocast_off,
+    cached_homogeneous,
+    compute_dtype,
+    raw_tensor,
+    scale_for,
 )
 from .spectral import GRAM_ITER, WARMUP_MAX_ITER, WARMUP_TOL, refresh_vectors, start_vector
 

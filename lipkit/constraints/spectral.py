@@ -18,7 +18,7 @@ from torch import Tensor
 
 from ..linalg import gram_iteration_bound, power_iteration
 from ..spectral import weight_matrix
-from .base import Constraint, autocast_off, cached_homogeneous, compute_dtype, scale_for, weight_key
+from .base import Constraint, autocast_off, cached_homogeneous, compute_dtype, scale_for
 
 WARMUP_MAX_ITER = 500  # power steps at registration: run to convergence, at most this many
 WARMUP_TOL = 1e-6  # relative change of sigma that counts as converged

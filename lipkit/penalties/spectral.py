@@ -40,7 +40,7 @@ from torch import Tensor
 
 from ..linalg import power_iteration
 from ..spectral import weight_matrix
-from .layers import Where, WeightedLayer, select_layers
+from .layers import WeightedLayer, Where, select_layers
 
 U_BUFFER = "_spectral_penalty_u"
 V_BUFFER = "_spectral_penalty_v"

@@ -10,8 +10,8 @@ from __future__ import annotations
 import math
 
 import torch
-from torch import Tensor
 import torch.nn as nn
+from torch import Tensor
 
 from .layers import Where, select_layers
 from .norms import safe_sqrt
@@ -23,7 +23,7 @@ def l2_penalty(model: nn.Module, where: Where = None) -> Tensor:
     Added as `lambda * l2_penalty(model)` it is weight decay restricted to the layers that
     carry the Lipschitz constant. `where`: see lipkit.penalties.layers.
     """
-    return torch.stack([l.weight.pow(2).sum() for l in select_layers(model, where)]).sum()
+    return torch.stack([layer.weight.pow(2).sum() for layer in select_layers(model, where)]).sum()
 
 
 def frobenius_penalty(model: nn.Module, max_norm: float = 1.0, where: Where = None) -> Tensor:
@@ -38,7 +38,7 @@ def frobenius_penalty(model: nn.Module, max_norm: float = 1.0, where: Where = No
     ):
         raise ValueError(f"max_norm must be a finite number >= 0, got {max_norm!r}")
     terms = [
-        torch.relu(safe_sqrt(l.weight.pow(2).sum()) - max_norm).pow(2)
-        for l in select_layers(model, where)
+        torch.relu(safe_sqrt(layer.weight.pow(2).sum()) - max_norm).pow(2)
+        for layer in select_layers(model, where)
     ]
     return torch.stack(terms).sum()

@@ -20,7 +20,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn as nn
 
 PATTERN = re.compile(r"^ckpt-(\d{8})\.pt$")
 

@@ -2,7 +2,7 @@
 with the published optimizer settings (ANCHORS.md "Published results").
 
 | preset            | constraint                         | penalty                   | optimizer (images)       | n_critic |
-| clip              | clip c=0.01, project, + biases     | -                         | RMSProp 5e-5             | 5 (100 warm-up) |
+| clip              | clip c=0.01, project, + biases    | -                         | RMSProp 5e-5             | 5 (100 warm-up) |
 | frobenius         | ||W||_F <= 1, project              | -                         | Adam 1e-4 (0, 0.9)       | 5 |
 | frobenius-penalty | -                                  | 10 relu(||W||_F - 1)^2    | Adam 1e-4 (0, 0.9)       | 5 |
 | gp / gp1          | -                                  | 10 GP (gp1: one-sided)    | Adam 1e-4 (0, 0.9)       | 5 |

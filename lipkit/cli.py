@@ -23,17 +23,25 @@ from .lower_bound import lipschitz_lower_bound
 
 
 def load_model(target: str) -> nn.Module:
-    """TARGET: a checkpoint file saved by lipkit (or any torch.save of a module, or of a
-    dict whose "model" entry is one), or `package.module:factory`, a callable returning a
-    module. Checkpoints are unpickled: load only files you trust."""
+    """TARGET: a lipkit run folder or checkpoint (its critic is rebuilt from the saved
+    config), a torch.save of a module or of a dict whose "model" entry is one, or
+    `package.module:factory`, a callable returning a module. Checkpoints are unpickled:
+    load only files you trust."""
+    if os.path.isdir(target):
+        from .train.checkpoint import load_latest
+
+        state, _ = load_latest(Path(target))
+        return _run_critic(state)
     if os.path.isfile(target):
         obj = torch.load(target, map_location="cpu", weights_only=False)
+        if isinstance(obj, dict) and "config" in obj and "task" in obj:
+            return _run_critic(obj)
         if isinstance(obj, dict) and isinstance(obj.get("model"), nn.Module):
             obj = obj["model"]
         if not isinstance(obj, nn.Module):
             raise SystemExit(
-                f"error: {target} holds a {type(obj).__name__}, not a module or a dict with a "
-                "'model' module"
+                f"error: {target} holds a {type(obj).__name__}, not a module, a dict with a "
+                "'model' module, or a lipkit run checkpoint"
             )
         return obj
     if ":" not in target:
@@ -47,6 +55,15 @@ def load_model(target: str) -> nn.Module:
     if not isinstance(model, nn.Module):
         raise SystemExit(f"error: {target} returned a {type(model).__name__}, not an nn.Module")
     return model
+
+
+def _run_critic(state: dict) -> nn.Module:
+    """The critic of a train-gan checkpoint: models rebuilt from its config, state loaded."""
+    from .train.gan import GanConfig, GanTask
+
+    task = GanTask(GanConfig(**{**state["config"], "device": "cpu"}))
+    task.load_state_dict(state["task"])
+    return task.critic
 
 
 def parse_shape(text: str) -> tuple[int, ...]:
@@ -147,7 +164,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lipkit", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("bound", help="per-layer norms and the network's Lipschitz bounds")
-    p.add_argument("target", help="checkpoint file, or module:factory (e.g. lipkit.examples:mlp)")
+    p.add_argument("target", help="run folder or checkpoint of lipkit train-gan, a saved module, "
+                   "or module:factory (e.g. lipkit.examples:mlp)")
     p.add_argument("--input-shape", type=parse_shape, required=True,
                    help="one sample's shape without batch dim, e.g. 3,32,32")
     p.add_argument("--method", choices=BOUND_METHODS, default="gram",

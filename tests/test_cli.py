@@ -1,0 +1,41 @@
+"""`lipkit bound`: every kind of TARGET, and clear errors for bad ones."""
+import pytest
+import torch
+import torch.nn as nn
+
+from lipkit.cli import main
+from lipkit.train.gan import GanConfig, fit
+
+
+def test_bound_on_factory_prints_table_and_bracket(capsys):
+    assert main(["bound", "lipkit.examples:mlp", "--input-shape", "2", "--samples", "4", "--steps", "3"]) == 0
+    out = capsys.readouterr().out
+    assert "certified upper bound (gram)" in out and "lies in [" in out
+    lower, upper = (float(x) for x in out.split("lies in [")[1].split("]")[0].split(","))
+    assert 0 < lower <= upper
+
+
+def test_bound_on_saved_module_and_on_run_folder(tmp_path, capsys):
+    model = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 1))
+    torch.save(model, tmp_path / "m.pt")
+    assert main(["bound", str(tmp_path / "m.pt"), "--input-shape", "3", "--samples", "0"]) == 0
+    sigma = [float(torch.linalg.svdvals(m.weight.detach())[0]) for m in (model[0], model[2])]
+    assert f"{sigma[0] * sigma[1]:.6g}" in capsys.readouterr().out
+
+    run = tmp_path / "run"
+    fit(GanConfig(out=str(run), data="gaussians8", critic="sn", steps=2, width=8, g_width=8, depth=2,
+                  batch_size=16, noise_dim=2, n_critic=1, warmup_n_critic=0, eval_every=0,
+                  lower_bound_steps=1, image_metrics=False, certify=False, progress=False))
+    assert main(["bound", str(run), "--input-shape", "2", "--samples", "2", "--steps", "2"]) == 0
+    assert "ParametrizedLinear" in capsys.readouterr().out  # the constrained critic, rebuilt
+
+
+def test_bad_targets_and_shapes(capsys):
+    with pytest.raises(SystemExit, match="neither a file nor"):
+        main(["bound", "no_such_thing", "--input-shape", "2"])
+    with pytest.raises(SystemExit, match="cannot import"):
+        main(["bound", "lipkit.examples:nope", "--input-shape", "2"])
+    assert main(["bound", "lipkit.examples:mlp", "--input-shape", "5", "--samples", "0"]) == 2
+    assert "does not fit layer" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["bound", "lipkit.examples:mlp", "--input-shape", "2,x"])

@@ -167,3 +167,43 @@ def conv_generator(image_shape: tuple[int, int, int] = (1, 28, 28), noise_dim: i
         c //= 2
     layers += [nn.Conv2d(c, channels, 3, 1, 1), nn.Tanh()]
     return Generator(nn.Sequential(*layers), noise_dim, num_classes, embed_dim)
+
+
+# ----------------------------------------------------------------------------- classifiers
+# Classifiers for lipkit's supervised experiments (train-clf). Same rules as the critics:
+# no BatchNorm (the certified bound and the per-sample input-gradient penalty must not depend
+# on the batch), ReLU activations (slope <= 1), every layer one that lk.lipschitz_bound
+# certifies, so the whole network is certifiable as it is. Inputs (N, C, H, W) in [0, 1].
+
+
+def mlp_classifier(input_shape: tuple[int, ...], num_classes: int, width: int = 256,
+                   depth: int = 2) -> nn.Sequential:
+    """Flatten, then `depth` hidden Linear+ReLU layers of `width`, then Linear to the logits."""
+    _check_positive(num_classes=num_classes)
+    if not input_shape or min(input_shape) < 1:
+        raise ValueError(f"input_shape must be positive sizes without the batch dim, got {tuple(input_shape)}")
+    dim = 1
+    for s in input_shape:
+        dim *= int(s)
+    return nn.Sequential(nn.Flatten(), *mlp(dim, num_classes, width, depth))
+
+
+def cnn_classifier(image_shape: tuple[int, int, int] = (1, 28, 28), num_classes: int = 10, width: int = 32,
+                   hidden: int = 128) -> nn.Sequential:
+    """Small CNN: Conv3x3 (stride 1), Conv4x4 stride-2 stages doubling the channels while the
+    side halves (28 -> 14 -> 7; 8 -> 4), Flatten, Linear(., hidden)+ReLU, Linear to the logits.
+
+    Strided convolutions instead of max pooling: pooling is certified too, but a strided conv
+    is one linear map whose true operator norm lk.operator_norm computes, so the certified
+    bound is a product of per-layer norms with no extra slack from the pooling rule.
+    """
+    _check_positive(num_classes=num_classes, width=width, hidden=hidden)
+    channels, side = _check_image_shape(image_shape)
+    layers: list[nn.Module] = [nn.Conv2d(channels, width, 3, 1, 1), nn.ReLU()]
+    c = width
+    for _ in _sides(side)[1:]:
+        layers += [nn.Conv2d(c, 2 * c, 4, 2, 1), nn.ReLU()]
+        c *= 2
+    layers += [nn.Flatten(), nn.Linear(conv_feature_dim(image_shape, width), hidden), nn.ReLU(),
+               nn.Linear(hidden, num_classes)]
+    return nn.Sequential(*layers)

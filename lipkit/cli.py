@@ -63,12 +63,19 @@ def load_model(target: str) -> nn.Module:
 
 
 def _run_critic(state: dict) -> nn.Module:
-    """The critic of a train-gan checkpoint: models rebuilt from its config, state loaded."""
+    """The model of a training checkpoint, rebuilt from its config with its state loaded:
+    the classifier of a train-clf run, the critic of a train-gan run."""
+    if "reg" in state["config"]:
+        from .train.classify import ClfConfig, ClfTask
+
+        task = ClfTask(ClfConfig(**{**state["config"], "device": "cpu"}))
+        task.load_state_dict(state["task"])
+        return task.model
     from .train.gan import GanConfig, GanTask
 
-    task = GanTask(GanConfig(**{**state["config"], "device": "cpu"}))
-    task.load_state_dict(state["task"])
-    return task.critic
+    gan = GanTask(GanConfig(**{**state["config"], "device": "cpu"}))
+    gan.load_state_dict(state["task"])
+    return gan.critic
 
 
 def parse_shape(text: str) -> tuple[int, ...]:

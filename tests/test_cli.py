@@ -39,3 +39,15 @@ def test_bad_targets_and_shapes(capsys):
     assert "does not fit layer" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["bound", "lipkit.examples:mlp", "--input-shape", "2,x"])
+
+
+def test_bound_on_classifier_run_folder(tmp_path, capsys):
+    from lipkit.train.classify import ClfConfig
+    from lipkit.train.classify import fit as fit_clf
+
+    run = tmp_path / "clf"
+    fit_clf(ClfConfig(out=str(run), data="digits", model="mlp", reg="sn", steps=2, train_size=64, batch_size=32,
+                      eval_every=0, progress=False, certify=False, pgd_size=8, pgd_steps=1,
+                      lower_bound_size=4, lower_bound_steps=1))
+    assert main(["bound", str(run), "--input-shape", "1,8,8", "--samples", "2", "--steps", "2"]) == 0
+    assert "ParametrizedLinear" in capsys.readouterr().out

@@ -12,18 +12,26 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import importlib
-import json
 import os
 import sys
 from pathlib import Path
-from typing import Any
 
 import torch
 import torch.nn as nn
 
 from .bounds import BOUND_METHODS, lipschitz_bound
+from .cli_train import (  # noqa: F401  (re-exported: lipkit.cli.X keeps working)
+    add_config_arguments,
+    add_train_commands,
+    cmd_compare_clf,
+    cmd_train_clf,
+    cmd_train_gan,
+    config_from_args,
+    parse_floats,
+    parse_lams,
+    parse_pair,
+)
 from .lower_bound import lipschitz_lower_bound
 
 
@@ -111,137 +119,6 @@ def cmd_bound(args: argparse.Namespace) -> int:
     return 0
 
 
-def parse_pair(text: str) -> tuple[float, float]:
-    try:
-        pair = tuple(float(s) for s in text.split(","))
-    except ValueError:
-        pair = ()
-    if len(pair) != 2:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a pair: give two numbers, e.g. 0,0.9")
-    return pair  # type: ignore[return-value]
-
-
-def add_config_arguments(parser: argparse.ArgumentParser, cls: type, skip: tuple[str, ...] = ()) -> None:
-    """One --flag per config field (help: the field's comment). Every default is None, meaning
-    "not given": the config file / resumed run / dataclass default then decides."""
-    from .train.run import field_help
-
-    helps = field_help(cls)
-    for f in dataclasses.fields(cls):
-        if f.name in skip:
-            continue
-        flag, kind = "--" + f.name.replace("_", "-"), str(f.type)
-        options: dict = {"default": None, "help": f"{helps.get(f.name, '')} (default: {f.default})"}
-        if "bool" in kind:
-            options["action"] = argparse.BooleanOptionalAction
-        elif "tuple" in kind:
-            options.update(type=parse_pair, metavar="A,B")
-        elif "int" in kind:
-            options["type"] = int
-        elif "float" in kind:
-            options["type"] = float
-        parser.add_argument(flag, **options)
-
-
-def config_from_args(cls: type, args: argparse.Namespace) -> Any:
-    """The config a train command runs: dataclass defaults < --config file (or, with --resume,
-    OUT/config.json) < the flags given on the command line."""
-    from .train import load_config
-
-    given = {f.name: getattr(args, f.name) for f in dataclasses.fields(cls)
-             if getattr(args, f.name, None) is not None}
-    base: dict = {}
-    if getattr(args, "config", None):
-        base = json.loads(Path(args.config).read_text())
-    if getattr(args, "resume", False):
-        if "out" not in given:
-            raise ValueError("--resume needs --out DIR, the folder of the run to continue")
-        saved = Path(given["out"]) / "config.json"
-        if not saved.is_file():
-            raise ValueError(f"--resume: {saved} does not exist; is {given['out']} a lipkit run folder?")
-        base = json.loads(saved.read_text())
-    return load_config(cls, {**base, **given})
-
-
-def cmd_train_gan(args: argparse.Namespace) -> int:
-    from .train import CheckpointError, GanConfig, NonFiniteLossError, fit
-
-    try:
-        config = config_from_args(GanConfig, args)
-        summary = fit(config, resume=args.resume)
-    except (ValueError, FileNotFoundError, CheckpointError, NonFiniteLossError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-    final = ", ".join(f"{k}={v:.4g}" for k, v in summary["final"].items() if isinstance(v, float))
-    per_step = summary["seconds_per_step_this_session"]
-    timing = f"{per_step * 1000:.1f} ms per step" if per_step else "no new steps"
-    print(f"done: {summary['steps']} steps in {config.out} ({timing}); final: {final}")
-    print(f"critic certified bound: {summary.get('finish', {}).get('critic_certified_bound')}")
-    return 0
-
-
-def parse_floats(text: str) -> tuple[float, ...]:
-    try:
-        values = tuple(float(s) for s in text.split(","))
-    except ValueError:
-        values = ()
-    if not values:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a list of numbers: e.g. 0.1,0.25,0.5")
-    return values
-
-
-def _clf_config(args: argparse.Namespace) -> Any:
-    """ClfConfig from the flags; --epochs E becomes --steps (E passes over the training set)."""
-    from .train.classify import ClfConfig, steps_for_epochs
-
-    config = config_from_args(ClfConfig, args)
-    if args.epochs is not None:
-        if args.steps is not None:
-            raise ValueError("give --epochs or --steps, not both")
-        config = dataclasses.replace(config, steps=steps_for_epochs(config, args.epochs))
-    return config
-
-
-def cmd_train_clf(args: argparse.Namespace) -> int:
-    from .train import CheckpointError, NonFiniteLossError
-    from .train.classify import fit
-
-    try:
-        config = _clf_config(args)
-        summary = fit(config, resume=args.resume)
-    except (ValueError, FileNotFoundError, CheckpointError, NonFiniteLossError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-    final = ", ".join(f"{k}={v:.4g}" for k, v in summary["final"].items() if isinstance(v, float))
-    print(f"done: {summary['steps']} steps in {config.out}; final: {final}")
-    return 0
-
-
-def parse_lams(text: str) -> dict[str, float]:
-    try:
-        pairs = [item.split("=") for item in text.split(",")]
-        return {name.strip(): float(value) for name, value in pairs}
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r}: give REG=LAMBDA pairs, e.g. l2=1e-4,snr=0.01") from None
-
-
-def cmd_compare_clf(args: argparse.Namespace) -> int:
-    from .train import CheckpointError, NonFiniteLossError
-    from .train.compare import compare
-
-    try:
-        base = _clf_config(args)
-        grids = {reg: args.grid for reg in args.regs} if args.grid else None
-        table = compare(base, args.regs, args.seeds, args.out, lams=args.lams, tune=args.tune, grids=grids,
-                        command="lipkit " + " ".join(args.argv))
-    except (ValueError, FileNotFoundError, CheckpointError, NonFiniteLossError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-    print((Path(args.out) / "table.md").read_text())
-    print(f"wrote {args.out}/table.md, table.csv, runs.csv, plot.png ({len(table)} regs)")
-    return 0
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lipkit", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -258,64 +135,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_bound)
 
-    from .train.gan import GanConfig
-    from .train.presets import CRITICS
-
-    p = sub.add_parser("train-gan", help="train a WGAN with a critic preset (checkpoint, resume, metrics)",
-                       description="Train a WGAN. Unset hyperparameters take the preset's published "
-                       "values; the resolved config is written to OUT/config.json.")
-    p.add_argument("--config", help="a config.json to start from (flags given here override it)")
-    p.add_argument("--resume", action="store_true",
-                   help="continue the run in --out exactly from its last good checkpoint "
-                        "(its config.json; --steps may be raised)")
-    add_config_arguments(p, GanConfig)
-    for action in p._actions:  # choices for the preset name, kept in one place (presets.CRITICS)
-        if action.dest == "critic":
-            action.choices = CRITICS
-    p.set_defaults(func=cmd_train_gan)
-
-    from .train.classify import REGS, ClfConfig
-
-    p = sub.add_parser("train-clf", help="train a classifier with a Lipschitz regularizer; accuracy, "
-                       "gap, Lipschitz bounds, PGD and certified robust accuracy",
-                       description="Train a classifier. The resolved config is written to OUT/config.json; "
-                       "the evaluation report to OUT/summary.json and OUT/metrics.jsonl.")
-    p.add_argument("--config", help="a config.json to start from (flags given here override it)")
-    p.add_argument("--resume", action="store_true", help="continue the run in --out exactly from its last "
-                   "good checkpoint (its config.json; --steps / --epochs may be raised)")
-    _clf_arguments(p, ClfConfig, REGS, skip=())
-    p.set_defaults(func=cmd_train_clf)
-
-    p = sub.add_parser("compare-clf", help="train several --reg settings with the same seeds; one table "
-                       "(markdown + CSV) and a plot of test vs certified robust accuracy",
-                       description="Runs go to OUT/REG/seed-S (finished ones are reused, cut ones resumed).")
-    p.add_argument("--regs", type=lambda t: t.split(","), required=True, help=f"comma list from {REGS}")
-    p.add_argument("--seeds", type=lambda t: [int(s) for s in t.split(",")], default=[0, 1, 2],
-                   help="comma list of seeds (default: 0,1,2)")
-    p.add_argument("--lams", type=parse_lams, default=None, help="fixed lambdas, e.g. l2=1e-4,snr=0.01 "
-                   "(unset regs: classify.DEFAULT_LAM)")
-    p.add_argument("--tune", action="store_true", help="choose each penalty's lambda on the validation split "
-                   "(first seed, best final val accuracy over --grid)")
-    p.add_argument("--grid", type=parse_floats, default=None, help="lambda grid for --tune, the same for every "
-                   "reg (default: compare.DEFAULT_GRID per reg)")
-    p.add_argument("--config", help="a config.json to start from (flags given here override it)")
-    _clf_arguments(p, ClfConfig, REGS, skip=("reg", "lam", "seed"))
-    for action in p._actions:
-        if action.dest == "out":
-            action.required, action.help = True, "folder for the runs, the tables and the plot"
-    p.set_defaults(func=cmd_compare_clf, resume=False)
+    add_train_commands(sub)
     return parser
-
-
-def _clf_arguments(p: argparse.ArgumentParser, cls: type, regs: tuple[str, ...], skip: tuple[str, ...]) -> None:
-    add_config_arguments(p, cls, skip=("eps", *skip))
-    p.add_argument("--eps", type=parse_floats, default=None, metavar="E1,E2,..",
-                   help="L2 radii of the robust accuracies, inputs in [0, 1] (default: 0.1,0.25,0.5)")
-    p.add_argument("--epochs", type=float, default=None,
-                   help="train for this many passes over the training set (sets --steps)")
-    for action in p._actions:
-        if action.dest == "reg":
-            action.choices = regs
 
 
 def main(argv: list[str] | None = None) -> int:

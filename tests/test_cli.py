@@ -51,3 +51,11 @@ def test_bound_on_classifier_run_folder(tmp_path, capsys):
                       lower_bound_size=4, lower_bound_steps=1))
     assert main(["bound", str(run), "--input-shape", "1,8,8", "--samples", "2", "--steps", "2"]) == 0
     assert "ParametrizedLinear" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("command", ["bound", "train-gan", "train-clf", "compare-clf"])
+def test_every_subcommand_has_working_help(command, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main([command, "--help"])
+    assert exit_info.value.code == 0
+    assert "usage: lipkit " + command in capsys.readouterr().out

@@ -33,6 +33,7 @@ from .cli_train import (  # noqa: F401  (re-exported: lipkit.cli.X keeps working
     parse_pair,
 )
 from .lower_bound import lipschitz_lower_bound
+from .report import plot_curves, summary_table
 
 
 def load_model(target: str) -> nn.Module:
@@ -136,7 +137,36 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_bound)
 
     add_train_commands(sub)
+
+    p = sub.add_parser("summarize", help="markdown table of the final metrics of finished runs")
+    p.add_argument("runs", nargs="+", help="run folders (each with summary.json and metrics.jsonl)")
+    p.set_defaults(func=cmd_summarize)
+    p = sub.add_parser("plot", help="PNG of a metric against steps and wall-clock time, several runs")
+    p.add_argument("runs", nargs="+", help="run folders")
+    p.add_argument("--metric", required=True, help="a metrics.jsonl column, e.g. w1, fid, hq_percent")
+    p.add_argument("--out", required=True, help="PNG file to write")
+    p.add_argument("--title", help="figure title (say which command made it)")
+    p.set_defaults(func=cmd_plot)
     return parser
+
+
+def cmd_summarize(args: argparse.Namespace) -> int:
+    try:
+        print(summary_table(args.runs))
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def cmd_plot(args: argparse.Namespace) -> int:
+    try:
+        plot_curves(args.runs, args.metric, args.out, args.title)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(f"wrote {args.out}")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -53,7 +53,7 @@ def test_bound_on_classifier_run_folder(tmp_path, capsys):
     assert "ParametrizedLinear" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("command", ["bound", "train-gan", "train-clf", "compare-clf"])
+@pytest.mark.parametrize("command", ["bound", "train-gan", "train-clf", "compare-clf", "summarize", "plot"])
 def test_every_subcommand_has_working_help(command, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main([command, "--help"])

@@ -12,7 +12,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-SUMMARY_COLUMNS = ("w1", "modes_covered", "hq_percent", "fid", "kid", "test_acc", "critic_lower_bound")
+SUMMARY_COLUMNS = ("w1", "modes_covered", "hq_percent", "fid", "kid", "test_acc", "critic_lower_bound",
+                   "critic_certified_bound")
 
 
 def read_run(folder: str | Path) -> tuple[dict, list[dict]]:
@@ -34,11 +35,12 @@ def _label(folder: str | Path, summary: dict) -> str:
 def summary_table(folders: list[str]) -> str:
     """Markdown table: one row per run, final metrics present in any run, steps and time."""
     runs = [(f, *read_run(f)) for f in folders]
-    columns = [c for c in SUMMARY_COLUMNS if any(c in s.get("final", {}) for _, s, _ in runs)]
+    columns = [c for c in SUMMARY_COLUMNS
+               if any(c in {**s.get("final", {}), **(s.get("finish") or {})} for _, s, _ in runs)]
     head = ["run", "steps", *columns, "train s", "s/step"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for folder, summary, rows in runs:
-        final = summary.get("final", {})
+        final = {**summary.get("final", {}), **(summary.get("finish") or {})}
         wall = rows[-1].get("wall_seconds", float("nan")) if rows else float("nan")
         cells = [_label(folder, summary), str(summary.get("steps", "?"))]
         cells += [_fmt(final.get(c)) for c in columns]

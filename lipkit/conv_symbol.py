@@ -26,7 +26,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-from .operators import CONV, CONV_TRANSPOSE, check_input_shape
+from .operators import CONV, CONV_TRANSPOSE, ConvGeometry, check_input_shape
 
 
 @dataclass(frozen=True)
@@ -49,13 +49,6 @@ def dense_kernel(weight: Tensor, groups: int, dilation) -> Tensor:
     for g in range(groups):
         full[g * out_g:(g + 1) * out_g, g * c_in_g:(g + 1) * c_in_g] = dilated[g * out_g:(g + 1) * out_g]
     return full
-
-
-def _pads(layer: nn.Module, nd: int) -> list[tuple[int, int]]:
-    """(left, right) padding per spatial dim, first dim first (torch stores them reversed)."""
-    rev = layer._reversed_padding_repeated_twice
-    pairs = [(rev[2 * i], rev[2 * i + 1]) for i in range(nd)]
-    return pairs[::-1]
 
 
 def pad_operator_norm(sizes, pads, mode: str) -> float:
@@ -103,42 +96,49 @@ def circular_symbol(kernel: Tensor, stride, sizes) -> Tensor:
     return sym.flatten(2).permute(2, 0, 1)
 
 
-def conv_symbol(layer: nn.Module, input_shape, dtype=torch.float64, weight=None) -> ConvSymbol:
-    """Symbol of a Conv*/ConvTranspose* layer at `input_shape` (no batch dim)."""
-    in_shape = tuple(int(s) for s in input_shape)
-    check_input_shape(layer, in_shape)
-    w = (layer.weight if weight is None else weight).detach().to(dtype)
-    nd = len(in_shape) - 1
-    if isinstance(layer, CONV_TRANSPOSE):
+def symbol_plan(geometry: ConvGeometry, in_shape, kernel_size) -> tuple[list[int], float, bool]:
+    """(cyclic domain sizes, ||padding map||, exact) of a conv at `in_shape` (no batch dim).
+
+    The one place that decides how a layer embeds into a circular conv (see the module
+    docstring); conv_symbol and the certified spectral constraint both use it.
+    """
+    spatial = tuple(in_shape[1:])
+    nd = geometry.nd
+    if geometry.transposed:
         # conv_transpose is the adjoint of the conv with the same weight, stride, padding,
         # dilation and groups acting on the transposed conv's OUTPUT: same norm.
-        out_spatial = [
+        out = [
             (n - 1) * s - 2 * p + d * (k - 1) + op + 1
-            for n, s, p, d, k, op in zip(in_shape[1:], layer.stride, layer.padding,
-                                         layer.dilation, layer.kernel_size, layer.output_padding)
+            for n, s, p, d, k, op in zip(spatial, geometry.stride, geometry.padding,
+                                         geometry.dilation, kernel_size, geometry.output_padding)
         ]
-        kernel = dense_kernel(w, layer.groups, layer.dilation)  # (C_in, C_out, k): conv layout
-        sizes = [n + p for n, p in zip(out_spatial, layer.padding)]  # see the zero-padding case
-        return ConvSymbol(circular_symbol(kernel, layer.stride, sizes), 1.0, False)
-    if not isinstance(layer, CONV):
-        raise TypeError(f"conv_symbol needs a Conv or ConvTranspose layer, got {type(layer).__name__}")
-    kernel = dense_kernel(w, layer.groups, layer.dilation)
-    spatial = in_shape[1:]
-    pads = _pads(layer, nd)
-    k_eff = kernel.shape[2:]
+        return [n + p for n, p in zip(out, geometry.padding)], 1.0, False  # as zero padding below
+    rev = geometry.reversed_padding  # torch stores (left, right) pairs last dim first
+    pads = [(rev[2 * i], rev[2 * i + 1]) for i in range(nd)][::-1]
+    k_eff = [d * (k - 1) + 1 for d, k in zip(geometry.dilation, kernel_size)]
     same = all(lo + hi == k - 1 for (lo, hi), k in zip(pads, k_eff))
-    divisible = all(n % s == 0 for n, s in zip(spatial, layer.stride))
-    if layer.padding_mode == "circular" and same and divisible:
+    divisible = all(n % s == 0 for n, s in zip(spatial, geometry.stride))
+    if geometry.padding_mode == "circular" and same and divisible:
         # Circular "same" padding: a cyclic shift (a permutation) then a circular conv.
-        return ConvSymbol(circular_symbol(kernel, layer.stride, spatial), 1.0, True)
-    if layer.padding_mode == "zeros":
+        return list(spatial), 1.0, True
+    if geometry.padding_mode == "zeros":
         # The padded input is x at [lo, lo+n) with zeros around it. On a cyclic domain of
         # n + max(lo, hi) the data does not overlap itself and every index the valid conv
         # reads past the end wraps onto the left zeros: the layer is a crop of that
         # circular conv restricted to embedded inputs. (n + lo + hi would also be valid,
         # but a smaller domain samples fewer frequencies: a tighter bound.)
-        sizes = [n + max(lo, hi) for n, (lo, hi) in zip(spatial, pads)]
-        return ConvSymbol(circular_symbol(kernel, layer.stride, sizes), 1.0, False)
+        return [n + max(lo, hi) for n, (lo, hi) in zip(spatial, pads)], 1.0, False
     sizes = [n + lo + hi for n, (lo, hi) in zip(spatial, pads)]
-    pad_norm = pad_operator_norm(spatial, pads, layer.padding_mode)
-    return ConvSymbol(circular_symbol(kernel, layer.stride, sizes), pad_norm, False)
+    return sizes, pad_operator_norm(spatial, pads, geometry.padding_mode), False
+
+
+def conv_symbol(layer: nn.Module, input_shape, dtype=torch.float64, weight=None) -> ConvSymbol:
+    """Symbol of a Conv*/ConvTranspose* layer at `input_shape` (no batch dim)."""
+    in_shape = tuple(int(s) for s in input_shape)
+    check_input_shape(layer, in_shape)
+    if not isinstance(layer, (*CONV, *CONV_TRANSPOSE)):
+        raise TypeError(f"conv_symbol needs a Conv or ConvTranspose layer, got {type(layer).__name__}")
+    w = (layer.weight if weight is None else weight).detach().to(dtype)
+    sizes, pad_norm, exact = symbol_plan(ConvGeometry.of(layer), in_shape, layer.kernel_size)
+    kernel = dense_kernel(w, layer.groups, layer.dilation)  # ConvTranspose: (C_in, C_out, k), conv layout
+    return ConvSymbol(circular_symbol(kernel, layer.stride, sizes), pad_norm, exact)

@@ -31,6 +31,15 @@ def _normalize(x: Tensor, fallback: Tensor, eps: float = 1e-30) -> Tensor:
     return torch.where(n > eps, x / n.clamp_min(eps), fallback)
 
 
+def start_vector(shape, dtype: torch.dtype, device) -> Tensor:
+    """A fixed pseudo-random unit start for power iteration: reproducible across runs and
+    processes (every DDP rank starts equal) and almost surely not orthogonal to the top
+    singular vector (all-ones can be, e.g. for a zero-mean kernel)."""
+    gen = torch.Generator().manual_seed(0)
+    v = torch.randn(shape, generator=gen, dtype=torch.float64)
+    return (v / v.norm()).to(dtype=dtype, device=device)
+
+
 def power_iteration(
     forward: Map,
     adjoint: Map,

@@ -21,7 +21,7 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
-from .linalg import power_iteration
+from .linalg import power_iteration, start_vector
 
 JACOBIAN_ITERS = 200  # at most this many power steps on each input's Jacobian...
 JACOBIAN_TOL = 1e-9  # ...stopping once every sample's estimate moved less than this
@@ -60,8 +60,7 @@ def jacobian_norms(f, x: Tensor, n_iter: int = JACOBIAN_ITERS, tol: float = JACO
     def adjoint(u: Tensor) -> Tensor:
         return vjp_fn(u)[0]
 
-    gen = torch.Generator().manual_seed(0)
-    v0 = torch.randn(x.shape, generator=gen, dtype=torch.float64).to(x)
+    v0 = start_vector(x.shape, x.dtype, x.device)
     tol = max(tol, 100 * torch.finfo(x.dtype).eps)  # float32 cannot settle below this
     sigma, _, v = power_iteration(forward, adjoint, v0, n_iter, tol)
     return sigma, v

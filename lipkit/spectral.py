@@ -21,6 +21,7 @@ from .linalg import (
     dense_top_singular_value,
     gram_iteration_bound,
     power_iteration,
+    start_vector,
 )
 from .operators import (
     AVGPOOL,
@@ -57,13 +58,6 @@ def weight_matrix(weight: Tensor, dim: int = 0) -> Tensor:
     return weight.movedim(dim, 0).flatten(1) if weight.dim() > 2 or dim != 0 else weight
 
 
-def _start_vector(shape, dtype, device) -> Tensor:
-    """A fixed pseudo-random start: reproducible, and never orthogonal to the top vector
-    except with probability zero (all-ones can be, e.g. for a zero-mean kernel)."""
-    gen = torch.Generator().manual_seed(0)
-    return torch.randn(shape, generator=gen, dtype=torch.float64).to(dtype=dtype, device=device)
-
-
 def spectral_norm(weight: Tensor, n_iter: int | None = None, *, dim: int = 0) -> Tensor:
     """Largest singular value of `weight` reshaped to (shape[dim], -1).
 
@@ -81,7 +75,7 @@ def spectral_norm(weight: Tensor, n_iter: int | None = None, *, dim: int = 0) ->
         return torch.linalg.matrix_norm(w, ord=2)
     with torch.no_grad():
         wd = w.detach()
-        v0 = _start_vector((1, w.shape[1]), w.dtype, w.device)
+        v0 = start_vector((1, w.shape[1]), w.dtype, w.device)
         _, u, v = power_iteration(lambda x: x @ wd.T, lambda y: y @ wd, v0, n_iter)
     return (u[0] @ w @ v[0]).abs()
 
@@ -136,7 +130,7 @@ def operator_norm(
 
     if method == "power":
         op = layer_operator(layer, input_shape, dtype, weight)
-        v0 = _start_vector((1, *op.in_shape), dtype, _device(layer))
+        v0 = start_vector((1, *op.in_shape), dtype, _device(layer))
         steps, tol = (n_iter, None) if n_iter is not None else (POWER_MAX_ITER, POWER_TOL)
         with torch.no_grad():
             sigma, _, _ = power_iteration(op.forward, op.adjoint, v0, steps, tol)

@@ -21,8 +21,8 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
-from ..conv_symbol import circular_symbol, dense_kernel, pad_operator_norm
-from ..linalg import gram_iteration_bound
+from ..conv_symbol import circular_symbol, dense_kernel, symbol_plan
+from ..linalg import gram_iteration_bound, start_vector
 from ..operators import ConvGeometry
 from .base import (
     Constraint,
@@ -32,37 +32,12 @@ from .base import (
     raw_tensor,
     scale_for,
 )
-from .spectral import GRAM_ITER, WARMUP_MAX_ITER, WARMUP_TOL, refresh_vectors, start_vector
+from .spectral import GRAM_ITER, WARMUP_MAX_ITER, WARMUP_TOL, refresh_vectors
 
 
 def sample_shape(x: Tensor, nd: int) -> tuple[int, ...]:
     """One sample's shape (C, *spatial) of a conv input, batched or not."""
     return tuple(x.shape[1:]) if x.dim() == nd + 2 else tuple(x.shape)
-
-
-def symbol_plan(geometry: ConvGeometry, in_shape: tuple[int, ...], kernel_size) -> tuple[list[int], float]:
-    """(cyclic domain sizes, ||padding||) for the Gram bound; mirrors conv_symbol.conv_symbol
-    (which needs the layer and detaches the weight; here the weight must stay differentiable)."""
-    spatial = in_shape[1:]
-    nd = geometry.nd
-    if geometry.transposed:
-        out = [
-            (n - 1) * s - 2 * p + d * (k - 1) + op + 1
-            for n, s, p, d, k, op in zip(spatial, geometry.stride, geometry.padding,
-                                         geometry.dilation, kernel_size, geometry.output_padding)
-        ]
-        return [n + p for n, p in zip(out, geometry.padding)], 1.0
-    rev = geometry.reversed_padding
-    pads = [(rev[2 * i], rev[2 * i + 1]) for i in range(nd)][::-1]
-    k_eff = [d * (k - 1) + 1 for d, k in zip(geometry.dilation, kernel_size)]
-    same = all(lo + hi == k - 1 for (lo, hi), k in zip(pads, k_eff))
-    divisible = all(n % s == 0 for n, s in zip(spatial, geometry.stride))
-    if geometry.padding_mode == "circular" and same and divisible:
-        return list(spatial), 1.0
-    if geometry.padding_mode == "zeros":
-        return [n + max(lo, hi) for n, (lo, hi) in zip(spatial, pads)], 1.0
-    sizes = [n + lo + hi for n, (lo, hi) in zip(spatial, pads)]
-    return sizes, pad_operator_norm(spatial, pads, geometry.padding_mode)
 
 
 class ConvSpectralNormalization(Constraint):
@@ -118,7 +93,7 @@ class ConvSpectralNormalization(Constraint):
         device, dtype = self.input_shape.device, self.u.dtype  # both follow model.to(...)
         self.input_shape = torch.tensor(shape, dtype=torch.long, device=device)
         self._shape = shape
-        self._plan = symbol_plan(self.geometry, shape, self.weight_shape[2:])
+        self._plan = symbol_plan(self.geometry, shape, self.weight_shape[2:])[:2]
         self._weight_key = None  # vectors or cached bound gradient belong to the old shape
         if not self.certified:
             self.u = start_vector(out_shape, dtype, device)

@@ -16,21 +16,13 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ..linalg import gram_iteration_bound, power_iteration
+from ..linalg import gram_iteration_bound, power_iteration, start_vector
 from ..spectral import weight_matrix
 from .base import Constraint, autocast_off, cached_homogeneous, compute_dtype, scale_for
 
 WARMUP_MAX_ITER = 500  # power steps at registration: run to convergence, at most this many
 WARMUP_TOL = 1e-6  # relative change of sigma that counts as converged
 GRAM_ITER = 6  # Gram squarings for certified=True (fixed: no host sync in training)
-
-
-def start_vector(shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> Tensor:
-    """A fixed pseudo-random unit start: reproducible across runs and processes (every
-    DDP rank starts equal) and almost surely not orthogonal to the top singular vector."""
-    gen = torch.Generator().manual_seed(0)
-    v = torch.randn(shape, generator=gen, dtype=torch.float64)
-    return (v / v.norm()).to(dtype=dtype, device=device)
 
 
 def refresh_vectors(

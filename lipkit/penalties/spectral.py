@@ -38,7 +38,7 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
-from ..linalg import power_iteration
+from ..linalg import power_iteration, start_vector
 from ..spectral import weight_matrix
 from .layers import WeightedLayer, Where, select_layers
 
@@ -138,7 +138,7 @@ def _sigma(layer: WeightedLayer, n_iter: int) -> Tensor:
         wd = w.detach().to(work)
         u, v = getattr(m, U_BUFFER, None), getattr(m, V_BUFFER, None)
         if u is None or tuple(u.shape) != (wd.shape[0],) or tuple(v.shape) != (wd.shape[1],):
-            v0 = _start_vector(wd.shape[1], work, wd.device)
+            v0 = start_vector((1, wd.shape[1]), work, wd.device)
             _, u1, v1 = power_iteration(lambda x: x @ wd.T, lambda y: y @ wd, v0, WARMUP_MAX_ITER, WARMUP_TOL)
             _store(m, u1[0], v1[0])
             setattr(m, SEEN_ATTR, _version_key(layer))
@@ -181,13 +181,6 @@ def _unchanged(seen, layer: WeightedLayer) -> bool:
         return False
     now = layer.sources()
     return len(seen) == len(now) and all(t is s and v == t._version for (s, v), t in zip(seen, now))
-
-
-def _start_vector(n: int, dtype: torch.dtype, device: torch.device) -> Tensor:
-    """A fixed pseudo-random start (reproducible; all-ones can be orthogonal to the top
-    vector, e.g. for a zero-mean kernel), shape (1, n)."""
-    gen = torch.Generator().manual_seed(0)
-    return torch.randn((1, n), generator=gen, dtype=torch.float64).to(dtype=dtype, device=device)
 
 
 def _check_n_iter(n_iter: int) -> None:

@@ -55,7 +55,9 @@ def check_weight(weight: Tensor, what: str = "weight", min_dim: int = 2) -> None
 
 def weight_matrix(weight: Tensor, dim: int = 0) -> Tensor:
     """The weight as a matrix (shape[dim], prod(other dims)): the SN-GAN convention."""
-    return weight.movedim(dim, 0).flatten(1) if weight.dim() > 2 or dim != 0 else weight
+    if dim != 0:
+        weight = weight.movedim(dim, 0)  # only when needed: each op here runs at every SN forward
+    return weight.flatten(1) if weight.dim() > 2 else weight
 
 
 def spectral_norm(weight: Tensor, n_iter: int | None = None, *, dim: int = 0) -> Tensor:

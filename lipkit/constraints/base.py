@@ -96,6 +96,11 @@ class Constraint(nn.Module):
             unexpected_keys.remove(key)
         self._adopt_on_next = bool(state_dict.get(key, False))
 
+    def set_vectors(self, u: Tensor, v: Tensor) -> None:
+        """Rebind (never write into) the power-iteration buffers u, v, keeping their dtype:
+        a graph that saved the old vectors stays valid without per-forward clones."""
+        self.u, self.v = as_dtype(u, self.u.dtype), as_dtype(v, self.v.dtype)
+
     def extra_repr(self) -> str:
         return ", ".join(f"{k}={v!r}" for k, v in self.options().items())
 
@@ -107,7 +112,15 @@ class Constraint(nn.Module):
 def compute_dtype(dtype: torch.dtype) -> torch.dtype:
     """At least float32: sigma from bf16/fp16 arithmetic is too coarse (and overflows in
     fp16, pytorch#61954); float64 weights stay float64 (gradcheck)."""
+    if dtype is torch.float32 or dtype is torch.float64:  # the usual case, without a dispatcher call
+        return dtype
     return torch.promote_types(dtype, torch.float32)
+
+
+def as_dtype(t: Tensor, dtype: torch.dtype) -> Tensor:
+    """t in dtype; t itself when it already is (a no-op .to still costs a dispatcher call
+    per forward, and the forward of a constraint runs at every weight read)."""
+    return t if t.dtype is dtype else t.to(dtype)
 
 
 def autocast_off(device_type: str) -> contextlib.AbstractContextManager:
@@ -130,12 +143,15 @@ def weight_key(raw: Tensor) -> tuple[int, int]:
     return raw._version, raw.data_ptr()
 
 
-def scale_for(sigma: Tensor, bound: float, soft: bool) -> Tensor:
-    """The factor applied to the weight: bound / sigma (SN-GAN, sigma becomes exactly
-    bound), or 1 / max(1, sigma / bound) with soft=True (only shrink, sigma <= bound)."""
+def normalize_by(w: Tensor, sigma: Tensor, bound: float, soft: bool) -> Tensor:
+    """w * bound / sigma (SN-GAN: sigma becomes exactly bound), or w / max(1, sigma / bound)
+    with soft=True (only shrink: sigma <= bound). Written as a division by a clamped scalar
+    so the common case (bound 1) costs two kernels forward: every kernel is host time on a
+    GPU, where a critic step is launch-bound (benchmarks/results/h200_2026-11-26)."""
     if soft:
-        return 1.0 / (sigma / bound).clamp_min(1.0)
-    return bound / sigma.clamp_min(SIGMA_EPS)
+        return w / (sigma / bound).clamp_min(1.0)
+    scaled = w / sigma.clamp_min(SIGMA_EPS)
+    return scaled if bound == 1.0 else scaled * bound
 
 
 def raw_tensor(layer: nn.Module, name: str) -> Tensor:

@@ -18,7 +18,7 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
-from .base import Constraint, autocast_off, compute_dtype, scale_for
+from .base import Constraint, autocast_off, compute_dtype, normalize_by
 
 CONVENTIONS = ("lipschitz", "seed")
 
@@ -56,7 +56,7 @@ class BatchNormScale(Constraint):
                 sigma = (g.abs() / std).amax()
             else:
                 sigma = torch.linalg.vector_norm(g)
-            return (g * scale_for(sigma, self.bound, self.soft)).to(gamma.dtype)
+            return normalize_by(g, sigma, self.bound, self.soft).to(gamma.dtype)
 
     def options(self) -> dict:
         return {"batchnorm": self.convention, "bound": self.bound, "soft": self.soft}

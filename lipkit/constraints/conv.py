@@ -26,11 +26,12 @@ from ..linalg import gram_iteration_bound, start_vector
 from ..operators import ConvGeometry
 from .base import (
     Constraint,
+    as_dtype,
     autocast_off,
     cached_homogeneous,
     compute_dtype,
+    normalize_by,
     raw_tensor,
-    scale_for,
 )
 from .spectral import GRAM_ITER, WARMUP_MAX_ITER, WARMUP_TOL, refresh_vectors
 
@@ -114,7 +115,7 @@ class ConvSpectralNormalization(Constraint):
             return
         with torch.no_grad(), autocast_off(raw.device.type):
             w = raw.detach().to(compute_dtype(raw.dtype))
-            refresh_vectors(*self._maps(w), self.u, self.v, WARMUP_MAX_ITER, WARMUP_TOL, w.dtype)
+            self.set_vectors(*refresh_vectors(*self._maps(w), self.u, self.v, WARMUP_MAX_ITER, WARMUP_TOL, w.dtype))
         self._refresh_sigma_grad()
         self.mark_current(raw)
 
@@ -131,7 +132,7 @@ class ConvSpectralNormalization(Constraint):
 
     def _maps(self, w: Tensor):
         geometry, shape = self.geometry, self._shape
-        return (lambda x: geometry.forward(x, w)), (lambda y: geometry.adjoint(y, w, shape))
+        return (lambda x: geometry.forward(x[None], w)[0]), (lambda y: geometry.adjoint(y[None], w, shape)[0])
 
     def forward(self, raw: Tensor) -> Tensor:
         if self._shape is None:
@@ -141,21 +142,21 @@ class ConvSpectralNormalization(Constraint):
                 "weight (or pass input_shape=(C, H, W) to lk.constrain)."
             )
         with autocast_off(raw.device.type):
-            w = raw.to(compute_dtype(raw.dtype))
+            w = as_dtype(raw, compute_dtype(raw.dtype))
             if self.certified:
                 sigma = cached_homogeneous(self, raw, w, self._gram_bound)
             else:
                 if self.training and self.weight_changed(raw):
-                    with torch.no_grad():
-                        refresh_vectors(
-                            *self._maps(w.detach()), self.u, self.v, self.n_iter, dtype=w.dtype
-                        )
+                    with torch.inference_mode(False), torch.no_grad():  # new vectors: normal tensors
+                        self.set_vectors(*refresh_vectors(
+                            *self._maps(w), self.u, self.v, self.n_iter, dtype=w.dtype
+                        ))
                     self._refresh_sigma_grad()
                     self.mark_current(raw)
                 # sigma = <u, conv_W(v)> = <sigma_grad, W>: linear in W, so one dot product
                 # with the stored gradient replaces a conv over the whole input per forward.
-                sigma = (self.sigma_grad.to(w.dtype) * w).sum()
-            return (w * scale_for(sigma, self.bound, self.soft)).to(raw.dtype)
+                sigma = (as_dtype(self.sigma_grad, w.dtype) * w).sum()
+            return as_dtype(normalize_by(w, sigma, self.bound, self.soft), raw.dtype)
 
     def _gram_bound(self, w: Tensor) -> Tensor:
         """Certified, differentiable upper bound on the conv's norm (fixed iterations)."""

@@ -8,8 +8,8 @@ Why it is cheaper than torch's parametrizations.spectral_norm: the power iterati
 once per WEIGHT UPDATE, not once per forward call. The raw weight's `_version` says when
 it changed, so D(real), D(fake) and a gradient penalty's D(x_inter) within one step share
 one update. Each forward only recomputes sigma = u^T W v (one matrix-vector product),
-differentiably, with u and v cloned so a later in-place update of the buffers never
-invalidates a graph that saved them (pytorch#66363).
+differentiably; u and v are rebound at each refresh, never updated in place, so a graph
+that saved them stays valid (pytorch#66363) without cloning them per forward.
 """
 from __future__ import annotations
 
@@ -18,27 +18,44 @@ from torch import Tensor
 
 from ..linalg import gram_iteration_bound, power_iteration, start_vector
 from ..spectral import weight_matrix
-from .base import Constraint, autocast_off, cached_homogeneous, compute_dtype, scale_for
+from .base import Constraint, as_dtype, autocast_off, cached_homogeneous, compute_dtype, normalize_by
 
 WARMUP_MAX_ITER = 500  # power steps at registration: run to convergence, at most this many
 WARMUP_TOL = 1e-6  # relative change of sigma that counts as converged
 GRAM_ITER = 6  # Gram squarings for certified=True (fixed: no host sync in training)
+# Weight of the previous vector in a power step (refresh_vectors: zero-weight safety). Its
+# square must not underflow float32 (vector_norm squares: 1e-30 gave 0 and then inf), and
+# it must vanish next to ||W v||: it does for any weight with sigma above ~1e-8.
+TINY = 1e-15
 
 
 def refresh_vectors(
     forward, adjoint, u: Tensor, v: Tensor, n_iter: int, tol: float | None = None,
     dtype: torch.dtype = torch.float32,
-) -> None:
-    """Run power iteration from v (in `dtype`, the weight's compute dtype, whatever the
-    buffers' dtype after a model.half()) and write the new (u, v) into the buffers in place.
+) -> tuple[Tensor, Tensor]:
+    """n_iter power-iteration rounds from (u, v), in `dtype` (the weight's compute dtype,
+    whatever the buffers' dtype after a model.half()); returns NEW tensors (u, v).
+    forward / adjoint map one vector (no batch dim) of v's / u's shape to the other.
 
-    Keeps the old u where the weight is all zero (the new one would be zero, and a zero u
-    could never recover); v already falls back to its old value inside power_iteration.
+    Callers rebind their buffers to the result instead of writing into them, so a graph
+    that saved the old vectors stays valid without a clone per forward (pytorch#66363).
+    Training path (tol None): per half-step one map, one add, one norm, one division and
+    no host sync. The previous vector enters with weight TINY, so an all-zero weight keeps
+    its old unit vectors (TINY * old / ||TINY * old||) instead of producing 0/0, and a
+    weight with sigma above ~1e-8 is unaffected (TINY is below float32 resolution there).
+    With `tol` (registration warm-up): iterate to convergence, reading sigma on the host.
     """
-    sigma, new_u, new_v = power_iteration(forward, adjoint, v.unsqueeze(0).to(dtype), n_iter, tol)
-    keep = (sigma > 0).view(-1, *([1] * (new_u.dim() - 1)))
-    u.copy_(torch.where(keep, new_u, u.unsqueeze(0))[0])
-    v.copy_(new_v[0])
+    u, v = as_dtype(u, dtype), as_dtype(v, dtype)
+    if tol is not None:  # power_iteration works on batches: add and remove a batch dim
+        sigma, new_u, new_v = power_iteration(lambda x: forward(x[0])[None], lambda y: adjoint(y[0])[None],
+                                              v[None], n_iter, tol)
+        return (new_u[0] if bool(sigma[0] > 0) else u), new_v[0]
+    for _ in range(n_iter):
+        u = forward(v).add_(u, alpha=TINY)
+        u = u / torch.linalg.vector_norm(u)
+        v = adjoint(u).add_(v, alpha=TINY)
+        v = v / torch.linalg.vector_norm(v)
+    return u, v
 
 
 class SpectralNormalization(Constraint):
@@ -76,35 +93,36 @@ class SpectralNormalization(Constraint):
             # Warm up to convergence so sigma is accurate from the first step (host syncs
             # here are fine: registration happens once).
             with torch.no_grad():
-                maps = self._maps(matrix)
-                refresh_vectors(*maps, self.u, self.v, WARMUP_MAX_ITER, WARMUP_TOL, dtype)
+                self.set_vectors(*refresh_vectors(*self._maps(matrix), self.u, self.v, WARMUP_MAX_ITER,
+                                                   WARMUP_TOL, dtype))
             self.mark_current(weight)
+
 
     def _gram_bound(self, w: Tensor) -> Tensor:
         return gram_iteration_bound(weight_matrix(w, self.dim), self.gram_iter)
 
     @staticmethod
     def _maps(matrix: Tensor):
-        return (lambda x: x @ matrix.T), (lambda y: y @ matrix)
+        return (lambda x: torch.mv(matrix, x)), (lambda y: torch.mv(matrix.T, y))
 
     def forward(self, raw: Tensor) -> Tensor:
+        # Runs at every read of the weight (each critic forward): kept to a few kernels,
+        # since a GPU critic step is launch-bound (benchmarks/results/h200_2026-11-26).
+        dtype = compute_dtype(raw.dtype)
         with autocast_off(raw.device.type):
-            w = raw.to(compute_dtype(raw.dtype))
+            w = as_dtype(raw, dtype)
             matrix = weight_matrix(w, self.dim)
             if self.certified:
                 sigma = cached_homogeneous(self, raw, w, self._gram_bound)
             else:
                 if self.training and self.weight_changed(raw):
-                    with torch.no_grad():
-                        detached = matrix.detach()
-                        refresh_vectors(
-                            *self._maps(detached), self.u, self.v, self.n_iter, dtype=detached.dtype
-                        )
+                    with torch.inference_mode(False), torch.no_grad():  # new vectors: normal tensors
+                        self.set_vectors(*refresh_vectors(*self._maps(matrix), self.u, self.v,
+                                                           self.n_iter, dtype=dtype))
                     self.mark_current(raw)
-                u = self.u.to(w.dtype).clone()
-                v = self.v.to(w.dtype).clone()
-                sigma = torch.dot(u, torch.mv(matrix, v))
-            return (w * scale_for(sigma, self.bound, self.soft)).to(raw.dtype)
+                # u, v are rebound at each refresh, never modified in place: no clone needed.
+                sigma = torch.dot(as_dtype(self.u, dtype), torch.mv(matrix, as_dtype(self.v, dtype)))
+            return as_dtype(normalize_by(w, sigma, self.bound, self.soft), raw.dtype)
 
     def _load_from_state_dict(self, *args, **kwargs) -> None:
         super()._load_from_state_dict(*args, **kwargs)

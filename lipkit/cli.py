@@ -8,6 +8,13 @@
                                                train a classifier with a Lipschitz regularizer
     lipkit compare-clf --regs R1,R2 --seeds 0,1,2 [--lams R=L,..|--tune] --out DIR
                                                several regularizers, one table and one plot
+    lipkit bench [--width W --batch B [B ..] --steps S --repeats R --modes M [M ..] --device D --json F]
+                                               time one WGAN critic step per Lipschitz method
+    lipkit reproduce [--quick|--full] [--claims a,b,c,d,trap] [--device D] [--out DIR]
+                                               the seed's claims side by side -> REPORT.md
+    lipkit summarize RUN [RUN ..]              markdown table of finished runs' final metrics
+    lipkit plot RUN [RUN ..] --metric M --out PNG
+                                               a metric against steps and wall-clock time
 """
 from __future__ import annotations
 
@@ -21,6 +28,8 @@ import torch
 import torch.nn as nn
 
 from .bounds import BOUND_METHODS, lipschitz_bound
+from .cli_bench import add_bench_command
+from .cli_reproduce import add_reproduce_command
 from .cli_train import (  # noqa: F401  (re-exported: lipkit.cli.X keeps working)
     add_config_arguments,
     add_train_commands,
@@ -137,6 +146,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_bound)
 
     add_train_commands(sub)
+    add_bench_command(sub)
+    add_reproduce_command(sub)
 
     p = sub.add_parser("summarize", help="markdown table of the final metrics of finished runs")
     p.add_argument("runs", nargs="+", help="run folders (each with summary.json and metrics.jsonl)")

@@ -58,6 +58,10 @@ def check_constraint(task: GanTask) -> None:
             else:
                 sigma = float(torch.linalg.svdvals(layer.weight.detach().flatten(1))[0])
             assert 0.9 <= sigma <= 1.05, (layer, sigma)
+    elif c.critic == "sn-project":  # the raw weights themselves, normalized after every step
+        for layer in layers:
+            sigma = float(torch.linalg.svdvals(layer.weight.detach().flatten(1))[0])
+            assert 1 - 1e-5 <= sigma <= 1 + 1e-3, (layer, sigma)
 
 
 @pytest.mark.parametrize("data", ["gaussians8", "digits"])
@@ -86,7 +90,8 @@ def test_presets_carry_the_published_defaults() -> None:
         resolve_config(GanConfig(lr=-1.0))
 
 
-@pytest.mark.parametrize("data,critic", [("gaussians8", "gp"), ("gaussians8", "sn"), ("digits", "sn-conv")])
+@pytest.mark.parametrize("data,critic", [("gaussians8", "gp"), ("gaussians8", "sn"), ("digits", "sn-conv"),
+                                         ("gaussians8", "sn-project")])
 def test_resume_reproduces_the_uninterrupted_run(tmp_path: Path, data: str, critic: str) -> None:
     fit(tiny(tmp_path / "full", data, critic, steps=6, checkpoint_every=3))
     fit(tiny(tmp_path / "cut", data, critic, steps=3, checkpoint_every=3))

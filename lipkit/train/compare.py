@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import json
 import math
 from pathlib import Path
 from typing import Any, Sequence
@@ -25,10 +24,10 @@ from typing import Any, Sequence
 import numpy as np
 
 from .classify import CONSTRAINT_REGS, REGS, ClfConfig, fit, resolve_config
+from .reuse import run_or_reuse
 
 DEFAULT_GRID = {"l2": (1e-5, 1e-4, 1e-3), "frobenius": (1e-4, 1e-3, 1e-2), "snr": (1e-3, 1e-2, 1e-1),
                 "igp": (1e-2, 1e-1, 1.0), "wgnp": (1e-3, 1e-2, 1e-1)}
-IGNORED_ON_REUSE = ("progress", "device", "out")  # a finished run is reused whatever these are
 
 
 def metric_columns(eps: Sequence[float]) -> list[str]:
@@ -38,16 +37,8 @@ def metric_columns(eps: Sequence[float]) -> list[str]:
 
 
 def run_once(config: ClfConfig) -> dict[str, Any]:
-    """Final metrics of `config`'s run: reused when its folder holds a finished run of the same
-    config, resumed when it holds checkpoints, trained otherwise."""
-    out = Path(config.out)
-    summary = out / "summary.json"
-    if summary.is_file():
-        saved = json.loads(summary.read_text())
-        now = json.loads(json.dumps(dataclasses.asdict(resolve_config(config))))
-        if all(saved["config"].get(k) == v for k, v in now.items() if k not in IGNORED_ON_REUSE):
-            return saved["final"]
-    return fit(config, resume=any(out.glob("ckpt-*.pt")))["final"]
+    """Final metrics of `config`'s run (reused, resumed or trained: reuse.run_or_reuse)."""
+    return run_or_reuse(config, resolve_config, fit)["final"]
 
 
 def tune_lambda(base: ClfConfig, reg: str, grid: Sequence[float], out: Path) -> tuple[float, list[dict[str, Any]]]:

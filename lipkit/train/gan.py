@@ -39,7 +39,7 @@ class GanConfig(RunConfig):
     data: str = "gaussians8"  # gaussians8|gaussians25|swissroll|rings|digits|fashion-mnist|idx folder
     classes: int = 10  # number of modes of `rings`
     conditional: bool = False  # projection critic + label-conditioned generator
-    critic: str = "gp"  # preset: clip|frobenius|frobenius-penalty|gp|gp1|sn|sn-conv|sn+gp|none
+    critic: str = "gp"  # preset: clip|frobenius|frobenius-penalty|gp|gp1|sn|sn-conv|sn+gp|sn-project|none
     batch_size: int | None = None  # None: 256 on 2-D data (WGAN-GP toy code), 64 on images
     noise_dim: int | None = None  # None: 2 on 2-D data (toy code), 64 on images
     width: int | None = None  # critic width: None: 512 (MLP), 64 (conv, doubled per stage)

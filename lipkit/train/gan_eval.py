@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 EVAL_SEED_OFFSET = 104_729  # eval noise stream: seed + this (disjoint from training streams)
 LOWER_BOUND_POINTS = 32  # real and as many fake points start the lower-bound search
 LOWER_BOUND_CLASSES = 4  # conditional critics: classes searched (one label map each)
+MIN_GRID_PIXELS = 400  # sample grids are enlarged (nearest neighbour) to at least this many pixels
 GRID_SIDE = 8  # image PNG: GRID_SIDE x GRID_SIDE samples (rows = classes when conditional)
 
 
@@ -193,4 +194,6 @@ def save_grid(path: Path, images: Tensor) -> None:
     for i in range(side * side):
         r, c = divmod(i, side)
         grid[1 + r * (h + 1):1 + r * (h + 1) + h, 1 + c * (w + 1):1 + c * (w + 1) + w] = images[i]
+    scale = max(1, MIN_GRID_PIXELS // grid.shape[0])  # 8x8 digits would make a 73-pixel PNG: enlarge
+    grid = grid.repeat_interleave(scale, 0).repeat_interleave(scale, 1)
     plt.imsave(path, grid.numpy(), cmap="gray", vmin=0, vmax=1)

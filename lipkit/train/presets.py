@@ -7,11 +7,15 @@ with the published optimizer settings (ANCHORS.md "Published results").
 | frobenius-penalty | -                                  | 10 relu(||W||_F - 1)^2    | Adam 1e-4 (0, 0.9)       | 5 |
 | gp / gp1          | -                                  | 10 GP (gp1: one-sided)    | Adam 1e-4 (0, 0.9)       | 5 |
 | sn / sn-conv      | spectral reparam (reshape / conv)  | -                         | Adam 2e-4 (0, 0.9)       | 5 |
+| sn-project        | spectral, project (Keras-style)    | -                         | Adam 2e-4 (0, 0.9)       | 5 |
 | sn+gp             | spectral reparam                   | 10 GP                     | Adam 2e-4 (0, 0.9)       | 5 |
 | none              | -                                  | -                         | Adam 1e-4 (0, 0.9)       | 5 |
 Toy 2-D data follow the WGAN-GP toy code instead: Adam betas (0.5, 0.9), GP lambda 0.1.
 SN-GAN's n_critic 5 with betas (0, 0.9) is the paper's ResNet setting, which pairs with a
 Wasserstein loss; its n_critic 1 settings are for the hinge / non-saturating losses.
+sn-project is the seed's trap (SEED_NOTES section 6), kept to measure it: the same
+normalization as sn, but applied to the raw weight after each step, so the gradients are
+those of the unnormalized function at the current weight.
 Every value is a config field, so the CLI overrides any of them.
 """
 from __future__ import annotations
@@ -26,7 +30,8 @@ from torch import Tensor
 from ..constraints import constrain, project_
 from ..penalties import frobenius_penalty, gradient_penalty
 
-CRITICS = ("clip", "frobenius", "frobenius-penalty", "gp", "gp1", "sn", "sn-conv", "sn+gp", "none")
+CRITICS = ("clip", "frobenius", "frobenius-penalty", "gp", "gp1", "sn", "sn-conv", "sn+gp", "sn-project",
+           "none")
 OPTIMIZERS = ("adam", "rmsprop")
 GP_PRESETS = ("gp", "gp1", "sn+gp")
 
@@ -44,6 +49,7 @@ PRESET_DEFAULTS: dict[str, dict[str, Any]] = {
               "gp_lambda": 10.0},
     "none": {"optimizer": "adam", "lr": 1e-4, "betas": (0.0, 0.9), "n_critic": 5},
 }
+PRESET_DEFAULTS["sn-project"] = dict(PRESET_DEFAULTS["sn"])  # same recipe; only where SN acts differs
 # Every preset key's value when the preset does not use it (so the resolved config is complete).
 UNUSED = {"optimizer": "adam", "lr": 1e-4, "betas": (0.0, 0.9), "n_critic": 5, "warmup_n_critic": 0,
           "clip_c": 0.01, "max_norm": 1.0, "penalty_weight": 10.0, "gp_lambda": 10.0, "sn_iter": 1}
@@ -110,6 +116,11 @@ def apply_preset(critic: nn.Module, name: str, hp: dict[str, Any], *, conv: bool
     elif name in ("sn", "sn-conv", "sn+gp"):
         operator = "conv" if name == "sn-conv" and conv else "reshape"
         constrain(critic, "spectral", n_iter=hp["sn_iter"], operator=operator)
+    elif name == "sn-project":
+        # constrain(mode="project") already normalizes once at registration (the power
+        # iteration warmed up to convergence), so the critic starts at sigma = 1 like sn.
+        constrain(critic, "spectral", n_iter=hp["sn_iter"], mode="project")
+        after.append(project_)
     if name in GP_PRESETS:
         one_sided = name == "gp1"
         penalties.append((hp["gp_lambda"], lambda m, r, f, y, g: gradient_penalty(

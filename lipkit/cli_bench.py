@@ -1,0 +1,48 @@
+"""`lipkit bench`: cost of one WGAN critic step per Lipschitz method, as ratios to a plain
+step measured in the same run. The timing lives in lipkit.experiments.step_cost;
+benchmarks/bench_critic_step.py is this command with its own argument parser."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+import torch
+
+from .experiments.step_cost import MODES, format_tables, legacy_json, measure
+
+
+def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
+    """The flags of `lipkit bench` and of benchmarks/bench_critic_step.py (one definition)."""
+    parser.add_argument("--width", type=int, default=32, help="critic base width (GPU anchor: 64)")
+    parser.add_argument("--batch", type=int, nargs="+", default=[64], help="batch size(s)")
+    parser.add_argument("--steps", type=int, default=5, help="timed steps per repeat")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed steps before each timing")
+    parser.add_argument("--repeats", type=int, default=3, help="interleaved repeats (the median is reported)")
+    parser.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES, metavar="MODE",
+                        help=f"modes to time, of {', '.join(MODES)} (default: all)")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
+                        help="cpu, cuda or cuda:N (default: cuda when available)")
+    parser.add_argument("--json", help="also write the results to this file")
+
+
+def add_bench_command(sub: Any) -> None:
+    """Register `lipkit bench` on the CLI's sub-parsers."""
+    p = sub.add_parser("bench", help="time one WGAN critic step per Lipschitz method (ratios to plain)")
+    add_bench_arguments(p)
+    p.set_defaults(func=cmd_bench)
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    try:
+        result = measure(args.width, args.batch, args.steps, args.warmup, args.repeats, args.modes, args.device)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(format_tables(result))
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump(legacy_json(result), fh, indent=1)
+        print(f"wrote {args.json}")
+    return 0

@@ -1,0 +1,184 @@
+"""Claim (b): WGAN with spectral normalization (no gradient penalty) reaches the same quality
+in fewer epochs than WGAN-GP, and better final quality.
+
+For each data set, the critic presets sn, gp, gp1 and clip train with the same seeds and
+budget (train-gan runs, each resumable); quality is W1 to held-out points on 2-D data and
+FID in lipkit's classifier feature space on images (lower is better for both), logged
+against generator steps and wall-clock seconds.
+
+Numbers the rule reads, fixed before any run:
+- the curve of a method: its quality metric at each evaluation, averaged over seeds;
+- its final quality: the mean of the last FINAL_EVALS evaluations of that curve (late-stage
+  training, less noisy than the last point);
+- the common threshold: THRESHOLD_SLACK x the best final quality of any method; each
+  method's step (and second) of first reaching it, or never.
+
+Expected time on the 2-core CPU this was built on: quick ~4 min; full (gaussians25 at width
+512 for 5,000 steps and Fashion-MNIST at width 64 for 3,000 steps, 2 seeds) ~6 h on the CPU,
+~40 min on a GPU.
+"""
+from __future__ import annotations
+
+import statistics
+from typing import Any
+
+from ..report import read_run
+from ..train.gan import GanConfig, fit, resolve_config
+from .common import ClaimResult, Context, Figure, fmt, markdown_table, run_or_reuse, verdict_of
+
+TITLE = ("(b) WGAN with spectral normalization and no gradient penalty reaches the same quality in fewer "
+         "epochs than WGAN-GP, and better final quality.")
+METHODS = ("sn", "gp", "gp1", "clip")
+FINAL_EVALS = 3  # final quality = mean of the last this many evaluations
+BETTER_MARGIN = 0.05  # 'better final quality': lower than the other's by more than this fraction
+THRESHOLD_SLACK = 1.25  # common threshold = this x the best final quality
+SETTINGS: dict[str, dict[str, Any]] = {
+    "quick": dict(seeds=(0,), data={
+        "gaussians25": dict(steps=600, width=128, eval_every=50, eval_samples=1000),
+        "digits": dict(steps=400, width=16, eval_every=50, eval_samples=500),
+    }),
+    "full": dict(seeds=(0, 1), data={
+        "gaussians25": dict(steps=5000, width=512, eval_every=250, eval_samples=2500),
+        "fashion-mnist": dict(steps=3000, width=64, eval_every=250, eval_samples=1000),
+    }),
+}
+RULE = (f"Per data set: final quality = mean of the last {FINAL_EVALS} evaluations (W1 on 2-D data, FID on "
+        f"images; lower is better) of the seed-averaged curve; threshold = {THRESHOLD_SLACK:g} x the best final "
+        "quality of any method. 'Faster': sn reaches the threshold at an earlier generator step than gp (gp "
+        "never reaching it counts as later). 'Better final': sn's final quality is more than "
+        f"{BETTER_MARGIN:.0%} lower than gp's. A data set "
+        "supports the claim when both hold, refutes it when neither holds, and is mixed otherwise; the verdict "
+        "is supported / not supported when every data set says so, mixed otherwise.")
+
+
+def metric_of(data: str) -> str:
+    return "fid" if data in ("digits", "fashion-mnist") else "w1"
+
+
+def curve(folders: list[str], metric: str) -> list[tuple[int, float, float]]:
+    """(step, seconds, value) at every evaluation, averaged over the runs (seeds)."""
+    per_run = []
+    for folder in folders:
+        _, rows = read_run(folder)
+        per_run.append({r["step"]: (r["wall_seconds"], r[metric]) for r in rows if metric in r})
+    steps = sorted(set.intersection(*(set(p) for p in per_run)))
+    return [(s, statistics.fmean(p[s][0] for p in per_run), statistics.fmean(p[s][1] for p in per_run))
+            for s in steps]
+
+
+def first_reach(points: list[tuple[int, float, float]], threshold: float) -> tuple[int | None, float | None]:
+    """(step, seconds) of the first evaluation at or below threshold, or (None, None)."""
+    for step, seconds, value in points:
+        if value <= threshold:
+            return step, seconds
+    return None, None
+
+
+def summarize(curves: dict[str, list[tuple[int, float, float]]]) -> dict[str, Any]:
+    """Final quality, the threshold and time-to-threshold of every method of one data set."""
+    final = {m: statistics.fmean(v for _, _, v in c[-FINAL_EVALS:]) for m, c in curves.items()}
+    threshold = THRESHOLD_SLACK * min(final.values())
+    reach = {m: first_reach(c, threshold) for m, c in curves.items()}
+    return {"final": final, "threshold": threshold,
+            "steps_to_threshold": {m: r[0] for m, r in reach.items()},
+            "seconds_to_threshold": {m: r[1] for m, r in reach.items()}}
+
+
+def decide_one(summary: dict[str, Any]) -> tuple[str, str]:
+    """One data set's verdict (RULE) and its numbers."""
+    sn_step, gp_step = summary["steps_to_threshold"]["sn"], summary["steps_to_threshold"]["gp"]
+    faster = sn_step is not None and (gp_step is None or sn_step < gp_step)
+    better = summary["final"]["sn"] < (1 - BETTER_MARGIN) * summary["final"]["gp"]
+    said = (f"final sn {summary['final']['sn']:.4g} vs gp {summary['final']['gp']:.4g}; steps to threshold "
+            f"{summary['threshold']:.4g}: sn {sn_step if sn_step is not None else 'never'}, gp "
+            f"{gp_step if gp_step is not None else 'never'}")
+    return verdict_of(faster and better, not faster and not better), said
+
+
+def decide(per_data: dict[str, dict[str, Any]]) -> tuple[str, str]:
+    verdicts = {d: decide_one(s) for d, s in per_data.items()}
+    kinds = {v for v, _ in verdicts.values()}
+    verdict = kinds.pop() if len(kinds) == 1 else "mixed"
+    return verdict, "; ".join(f"{d}: {v} ({said})" for d, (v, said) in verdicts.items())
+
+
+def plot(path, data: str, metric: str, curves: dict[str, list], summary: dict[str, Any], n_seeds: int) -> None:
+    """Quality against generator steps (left) and wall-clock seconds (right), threshold dashed."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    for i, (method, points) in enumerate(curves.items()):
+        steps, seconds, values = zip(*points)
+        axes[0].plot(steps, values, marker="o", ms=3, color=f"C{i}", label=method)
+        axes[1].plot(seconds, values, marker="o", ms=3, color=f"C{i}", label=method)
+    for ax, xlabel in zip(axes, ("generator steps", "training wall-clock seconds (evaluation excluded)")):
+        ax.axhline(summary["threshold"], ls="--", color="0.3", lw=1,
+                   label=f"threshold {summary['threshold']:.3g} ({THRESHOLD_SLACK:g} x best final)")
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(f"{metric.upper()} (lower is better)" if metric == "w1" else
+                      "FID in lipkit's classifier features (lower is better)")
+        ax.set_yscale("log")
+        ax.grid(alpha=0.3, which="both")
+    axes[0].legend(fontsize=8)
+    fig.suptitle(f"Claim (b), {data}: {metric.upper()} during WGAN training per critic method "
+                 f"(mean of {n_seeds} seed(s))")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def run(ctx: Context) -> ClaimResult:
+    s = SETTINGS[ctx.profile]
+    per_data, tables, figures, runs = {}, [], [], []
+    (ctx.out / "figures").mkdir(parents=True, exist_ok=True)
+    for data, size in s["data"].items():
+        metric = metric_of(data)
+        folders: dict[str, list[str]] = {}
+        seconds_per_step: dict[str, float] = {}
+        for method in METHODS:
+            folders[method] = []
+            for seed in s["seeds"]:
+                out = ctx.runs_dir("b") / f"{data}-{method}-seed{seed}"
+                config = GanConfig(out=str(out), data=data, critic=method, seed=seed, device=ctx.device,
+                                   progress=ctx.progress, certify=False, lower_bound_steps=5,
+                                   checkpoint_every=size["eval_every"], **size)
+                summary = run_or_reuse(config, resolve_config, fit)
+                folders[method].append(str(out))
+                runs.append(str(out.relative_to(ctx.out)))
+                seconds_per_step.setdefault(method, 0.0)
+                seconds_per_step[method] += summary["train_seconds"] / summary["steps"] / len(s["seeds"])
+        curves = {m: curve(f, metric) for m, f in folders.items()}
+        summary = summarize(curves)
+        summary["seconds_per_step"] = seconds_per_step
+        per_data[data] = summary
+        rows = [[m, summary["final"][m], summary["steps_to_threshold"][m] or "never",
+                 summary["seconds_to_threshold"][m] if summary["seconds_to_threshold"][m] is not None else "never",
+                 seconds_per_step[m]] for m in METHODS]
+        tables.append(f"**{data}** ({metric.upper()}, lower is better; threshold {summary['threshold']:.4g} = "
+                      f"{THRESHOLD_SLACK:g} x best final; {size['steps']} generator steps, {len(s['seeds'])} "
+                      "seed(s))\n\n" + markdown_table(
+                          ["critic", f"final {metric.upper()}", "steps to threshold", "seconds to threshold",
+                           "train s / generator step"], rows))
+        path = ctx.out / "figures" / f"b_{data}.png"
+        plot(path, data, metric, curves, summary, len(s["seeds"]))
+        one, _ = decide_one(summary)
+        figures.append(Figure(str(path.relative_to(ctx.out)), (
+            f"{data}: {metric.upper()} of each critic method against generator steps (left) and training seconds "
+            f"(right), log scale; the dashed line is the common threshold. Where sn's curve crosses it before gp's "
+            f"and ends below it, this data set supports claim (b). Here: {one}.")))
+        sample_pngs = {m: sorted((ctx.runs_dir("b") / f"{data}-{m}-seed{s['seeds'][0]}").glob("samples-*.png"))
+                       for m in METHODS}
+        final_pngs = " ".join(f"{m}: [final samples]({p[-1].relative_to(ctx.out)})" for m, p in sample_pngs.items()
+                              if p)
+        if final_pngs:
+            tables.append(f"Final samples ({data}, seed {s['seeds'][0]}): {final_pngs}\n")
+    verdict, said = decide(per_data)
+    notes = [f"{d}: sn costs {fmt(v['seconds_per_step']['sn'])} s per generator step vs gp "
+             f"{fmt(v['seconds_per_step']['gp'])} s here, so the seconds axis can differ from the steps axis."
+             for d, v in per_data.items()]
+    return ClaimResult(key="b", title=TITLE, verdict=verdict, rule=RULE, decided_by=said,
+                       numbers={"per_data": per_data}, tables=tables, figures=figures, runs=runs,
+                       settings=s, notes=notes)

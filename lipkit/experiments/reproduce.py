@@ -1,0 +1,74 @@
+"""`lipkit reproduce`: run the seed's claims side by side and write REPORT.md + results.json.
+
+Each claim is a module with SETTINGS, RULE and run(ctx) (common.py). Claims run one after
+the other; results.json is rewritten after every claim, and every training run lives in its
+own resumable folder under OUT/runs, so an interrupted reproduce, run again with the same
+arguments, reuses what finished and resumes what was cut. A claim that raises is recorded
+as an error in the report (with its traceback in results.json) and the others still run.
+"""
+from __future__ import annotations
+
+import importlib
+import json
+import time
+import traceback
+from pathlib import Path
+from typing import Any, Sequence
+
+from .common import PROFILES, ClaimResult, Context
+from .report import machine_description, write_report
+
+CLAIMS = {"a": "generalization", "b": "convergence", "c": "step_cost", "d": "many_classes", "trap": "trap"}
+
+
+def parse_claims(text: str | Sequence[str]) -> list[str]:
+    """'a,b,trap' -> ['a', 'b', 'trap'] in the report's order; a clear error for unknown keys."""
+    keys = [k.strip() for k in text.split(",")] if isinstance(text, str) else [str(k) for k in text]
+    unknown = [k for k in keys if k not in CLAIMS]
+    if unknown or not keys:
+        raise ValueError(f"unknown claim(s) {unknown or keys!r}; choose from {', '.join(CLAIMS)} (comma-separated)")
+    return [k for k in CLAIMS if k in keys]
+
+
+def claim_module(key: str) -> Any:
+    return importlib.import_module(f".{CLAIMS[key]}", __package__)
+
+
+def reproduce(out: str | Path, *, profile: str = "quick", claims: str | Sequence[str] = tuple(CLAIMS),
+              device: str = "cpu", progress: bool = True, command: str | None = None) -> dict[str, Any]:
+    """Run `claims` at `profile` size into `out`; returns the results.json content."""
+    if profile not in PROFILES:
+        raise ValueError(f"profile={profile!r}; choose one of {PROFILES}")
+    keys = parse_claims(claims)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    ctx = Context(out=out, profile=profile, device=device, progress=progress)
+    results: dict[str, Any] = {
+        "command": command or f"lipkit reproduce --{profile} --claims {','.join(keys)} --out {out}",
+        "profile": profile, "device": device, "machine": machine_description(device),
+        "started": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "claims": {}, "errors": {},
+    }
+    began = time.perf_counter()
+    for i, key in enumerate(keys, 1):
+        print(f"[{i}/{len(keys)}] claim {key} ({CLAIMS[key]}, {profile})", flush=True)
+        start = time.perf_counter()
+        try:
+            result: ClaimResult = claim_module(key).run(ctx)
+        except Exception as err:  # noqa: BLE001 - one broken claim must not lose the others' results
+            results["errors"][key] = {"error": f"{type(err).__name__}: {err}", "traceback": traceback.format_exc()}
+            print(f"    claim {key} failed: {type(err).__name__}: {err}", flush=True)
+        else:
+            result.seconds = round(time.perf_counter() - start, 1)
+            results["claims"][key] = result.to_json()
+            print(f"    -> {result.verdict} ({result.seconds:.0f} s): {result.decided_by}", flush=True)
+        results["seconds"] = round(time.perf_counter() - began, 1)
+        _save(out, results)
+    write_report(out, results)
+    print(f"report: {out / 'REPORT.md'}", flush=True)
+    return results
+
+
+def _save(out: Path, results: dict[str, Any]) -> None:
+    tmp = out / "results.json.tmp"
+    tmp.write_text(json.dumps(results, indent=1) + "\n")
+    tmp.replace(out / "results.json")  # atomic: a kill never leaves half a file

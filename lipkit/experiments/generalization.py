@@ -75,8 +75,9 @@ def run(ctx: Context) -> ClaimResult:
     out = ctx.runs_dir("a")
     base = ClfConfig(out=str(out), data=s["data"], train_size=s["train_size"], model=s["model"], width=s["width"],
                      hidden=s["hidden"], sn_iter=s["sn_iter"], pgd_size=s["pgd_size"], pgd_steps=s["pgd_steps"],
-                     lower_bound_steps=s["lower_bound_steps"], device=ctx.device, progress=ctx.progress,
-                     eval_every=0, checkpoint_every=0)
+                     lower_bound_steps=s["lower_bound_steps"], device=ctx.device, progress=ctx.progress)
+    # Every other field keeps ClfConfig's default, so the full profile's runs are exactly the
+    # runs of the README's compare-clf command (and a folder of those is reused, not redone).
     from ..train.classify import steps_for_epochs
 
     base.steps = steps_for_epochs(base, s["epochs"])

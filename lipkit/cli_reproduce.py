@@ -21,8 +21,8 @@ def add_reproduce_command(sub: argparse._SubParsersAction) -> None:
                       help="small sizes on embedded data (digits, 2-D toys): under 15 min on a 2-core CPU "
                       "(the default)")
     size.add_argument("--full", dest="profile", action="store_const", const="full",
-                      help="the real sizes (Fashion-MNIST, wide critics, more seeds): hours on a CPU, about an "
-                      "hour on a GPU")
+                      help="the real sizes (Fashion-MNIST, wide critics, more seeds): about 2-3 h on an H200, more than "
+                      "a day on a 2-core CPU (README: Reproduce)")
     p.set_defaults(profile="quick")
     p.add_argument("--claims", default=",".join(CLAIMS),
                    help=f"comma list from {', '.join(CLAIMS)} (default: all)")

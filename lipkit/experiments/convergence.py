@@ -13,9 +13,11 @@ Numbers the rule reads, fixed before any run:
 - the common threshold: THRESHOLD_SLACK x the best final quality of any method; each
   method's step (and second) of first reaching it, or never.
 
-Expected time on the 2-core CPU this was built on: quick ~4 min; full (gaussians25 at width
-512 for 5,000 steps and Fashion-MNIST at width 64 for 3,000 steps, 2 seeds) ~6 h on the CPU,
-~40 min on a GPU.
+Expected time: quick ~4-9 min on the 2-core CPU this was built on. Full (gaussians25 at
+width 512 for 5,000 steps and Fashion-MNIST at width 64 for 3,000 steps, 4 methods, 2 seeds):
+about 1 h on an H200 (measured ~45 ms per generator step for both configurations, plus
+evaluation; benchmarks/README.md), over 20 h on the CPU (Fashion-MNIST width 64 at ~3 s per
+generator step dominates).
 """
 from __future__ import annotations
 

@@ -6,8 +6,9 @@ split (never on test), then test accuracy, the generalization gap, the empirical
 certified Lipschitz bounds and the robust accuracies, mean and spread over seeds.
 
 Expected time on the 2-core CPU this was built on: quick (digits, 25 runs + 9 tuning
-runs) ~1 min; full (Fashion-MNIST, 2,000 training images, 15 epochs, 15 runs + 9 tuning
-runs) ~40 min; on a GPU the full profile is dominated by evaluation (~10 min).
+runs) ~1-2 min; full (Fashion-MNIST, 2,000 training images, 15 epochs, 15 runs + 9 tuning
+runs) ~1 h on one core; not measured on a GPU. The full runs are exactly those of the
+README's compare-clf command, so a folder holding them is reused (see README).
 """
 from __future__ import annotations
 

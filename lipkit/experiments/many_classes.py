@@ -28,7 +28,7 @@ from torch import Tensor
 from ..train.gan import GanConfig, fit, resolve_config
 from .common import PROFILES, ClaimResult, Context, Figure, fmt, load_gan_task, markdown_table, run_or_reuse, verdict_of
 
-TITLE = ("GP handles many-class / conditional generation poorly (interpolation between classes); "
+TITLE = ("(d) GP handles many-class / conditional generation poorly (interpolation between classes); "
          "SN constrains everywhere.")
 METHODS = ("sn", "gp", "gp1")
 REGIONS = ("data", "same-class interpolates", "cross-class interpolates", "off-manifold")

@@ -44,7 +44,7 @@ def write_report(out: Path, results: dict[str, Any]) -> Path:
         lines.append(f"| ({key}) | error | {err['error']} |")
     for key, claim in claims.items():
         lines += ["", f"## {claim['title']}", "",
-                  f"**Verdict: {VERDICT_MARK[claim['verdict']]}.** {claim['decided_by']}.", "",
+                  f"**Verdict: {VERDICT_MARK[claim['verdict']]}.** {claim['decided_by'].rstrip('.')}.", "",
                   f"*Rule:* {claim['rule']}", ""]
         lines += [f"- {note}" for note in claim.get("notes", [])]
         for table in claim.get("tables", []):

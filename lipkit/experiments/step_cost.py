@@ -39,7 +39,7 @@ SN_MODES = ("lipkit-sn", "torch-sn")  # the two SN implementations the claim is 
 SLOWER = 1.2  # GP must cost at least this many SN steps for "slower" (below: noise or a tie)
 NOT_SLOWER = 1.0  # GP at most this many SN steps: SN as slow or slower
 
-TITLE = "GP is slower per step than SN, because of the second-order gradient."
+TITLE = "(c) GP is slower per step than SN, because of the second-order gradient."
 RULE = (
     "One WGAN critic step is timed per mode (median of interleaved repeats, one call). "
     f"Supported if at every measured batch size GP costs >= {SLOWER}x a lipkit-SN step AND "

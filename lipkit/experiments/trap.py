@@ -42,6 +42,9 @@ from ..train.checkpoint import list_checkpoints, load_checkpoint
 from ..train.gan import GanConfig, GanTask, fit, is_toy, resolve_config, score
 from .common import ClaimResult, Context, Figure, markdown_table, run_or_reuse, verdict_of
 
+TITLE = ("(trap) Spectral normalization must be a reparametrization: applied as a projection after each step "
+         "(Keras-style), the gradients are computed for the wrong function, and late-stage training and sample "
+         "quality get worse.")
 METHODS = ("sn", "sn-project")  # reparametrization, projection
 LATE_FRACTION = 1 / 3  # late-stage = the last third of each run's evaluations
 MIN_WORSENING = 0.10  # sn-project must be worse by more than 10% of sn (and the seed spread)
@@ -348,8 +351,6 @@ def run(ctx: Context) -> ClaimResult:
         "step on rescaling the output, which the next projection undoes.",
         "Both methods use the sn preset's hyperparameters and sn_iter (1 power step per update).",
     ]
-    return ClaimResult(key="trap", title="Spectral normalization must be a reparametrization: applied as a "
-                       "projection after each step (Keras-style) the gradients are computed for the wrong "
-                       "function, and late-stage training and sample quality get worse",
+    return ClaimResult(key="trap", title=TITLE,
                        verdict=verdict, rule=RULE, decided_by=decided_by, numbers=numbers,
                        tables=tables(numbers), figures=figures, runs=folders, settings=settings, notes=notes)

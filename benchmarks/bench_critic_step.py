@@ -5,7 +5,7 @@ The critic is the DCGAN-style network of the GPU anchor benchmark
 inputs, Adam). One step = D(fake).mean() - D(real).mean() [+ lambda * penalty], backward,
 optimizer step [, projection]. Modes are interleaved over repeats so machine drift hits all
 alike; the table reports the median ms/step of the repeats and its ratio to the plain step
-measured in the same run. The timing is lipkit.experiments.step_cost (also `lipkit bench`).
+measured in the same run. The timing is lipkit.experiments.step_timing (also `lipkit bench`).
 
     python benchmarks/bench_critic_step.py                 # CPU-sized defaults
     python benchmarks/bench_critic_step.py --width 64 --batch 64 256 --steps 100   # GPU (anchor)

@@ -17,7 +17,7 @@ import time
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-from lipkit.experiments.step_cost import batch_pair, build, make_step
+from lipkit.experiments.step_timing import batch_pair, build, make_step
 
 PROBE_MODES = ("plain", "torch-sn", "lipkit-sn", "lipkit-sn-conv", "gp", "lipkit-sn+gp")
 

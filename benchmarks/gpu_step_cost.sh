@@ -27,7 +27,7 @@ else
 fi
 python -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda, torch.cuda.is_available())"
 # Fail fast (before spending device time) if the import chain needs a package missing here.
-python -c "import sys; sys.modules['ot'] = None; import lipkit.cli, lipkit.experiments.step_cost" || exit 1
+python -c "import sys; sys.modules['ot'] = None; import lipkit.cli, lipkit.experiments.step_cost, lipkit.experiments.step_timing" || exit 1
 
 # Every mode once at toy size (~10 s): a mode that breaks on this device shows up here, not
 # minutes into the real runs; the anchor, which needs no lipkit, still runs if it does.

@@ -1,5 +1,5 @@
 """`lipkit bench`: cost of one WGAN critic step per Lipschitz method, as ratios to a plain
-step measured in the same run. The timing lives in lipkit.experiments.step_cost;
+step measured in the same run. The timing lives in lipkit.experiments.step_timing;
 benchmarks/bench_critic_step.py is this command with its own argument parser."""
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-from .experiments.step_cost import MODES, format_tables, legacy_json, measure
+from .experiments.step_timing import MODES, format_tables, legacy_json, measure
 
 
 def add_bench_arguments(parser: argparse.ArgumentParser) -> None:

@@ -1,4 +1,5 @@
-"""Claim (d) experiment: the gradient-norm probe, its regions, the verdict rule, the result."""
+"""Claim (d) experiment: the gradient-norm probe and its regions (gradient_probes.py), the verdict
+rule, the result."""
 from __future__ import annotations
 
 import json
@@ -10,6 +11,7 @@ import torch.nn as nn
 from torch import Tensor
 
 from lipkit.data.toy import rings
+from lipkit.experiments import gradient_probes as probes
 from lipkit.experiments import many_classes as mc
 from lipkit.experiments.common import ClaimResult, Context
 
@@ -29,39 +31,39 @@ def test_gradient_norms_linear_critic_closed_form() -> None:
     critic = LinearCritic(5, 3)
     x = torch.randn(50, 3)
     y = torch.arange(50) % 5
-    norms = mc.gradient_norms(critic, x, y, batch_size=7)  # several batches
+    norms = probes.gradient_norms(critic, x, y, batch_size=7)  # several batches
     torch.testing.assert_close(norms, critic.w.detach()[y].norm(dim=1))
     assert critic.training  # restored after the eval-mode measurement
 
 
 def test_gradient_norms_unconditional_and_images() -> None:
     linear = nn.Linear(3, 1)
-    norms = mc.gradient_norms(linear, torch.randn(10, 3))
+    norms = probes.gradient_norms(linear, torch.randn(10, 3))
     torch.testing.assert_close(norms, linear.weight.detach().norm().expand(10))
     conv = nn.Sequential(nn.Flatten(), nn.Linear(4, 1))  # (B, 1, 2, 2) inputs: norm over all pixels
-    torch.testing.assert_close(mc.gradient_norms(conv, torch.randn(4, 1, 2, 2)), conv[1].weight.detach().norm().expand(4))
+    torch.testing.assert_close(probes.gradient_norms(conv, torch.randn(4, 1, 2, 2)), conv[1].weight.detach().norm().expand(4))
 
 
 def test_gradient_norms_rejects_mismatched_labels() -> None:
     with pytest.raises(ValueError, match="one per point"):
-        mc.gradient_norms(LinearCritic(2, 2), torch.randn(4, 2), torch.zeros(3, dtype=torch.long))
+        probes.gradient_norms(LinearCritic(2, 2), torch.randn(4, 2), torch.zeros(3, dtype=torch.long))
 
 
 @pytest.mark.parametrize("k", [10, 100])
 def test_off_manifold_far_from_centres_and_inside_box(k: int) -> None:
     mixture = rings(k)
-    regions = mc.probe_regions(mixture, 500, torch.Generator().manual_seed(1))
-    assert set(regions) == set(mc.REGIONS)
+    regions = probes.probe_regions(mixture, 500, torch.Generator().manual_seed(1))
+    assert set(regions) == set(probes.REGIONS)
     points, labels = regions["off-manifold"]
     assert points.shape == (500, 2) and labels.shape == (500,) and int(labels.max()) < k
-    assert (torch.cdist(points, mixture.centers).min(dim=1).values > mc.FAR_STD * mixture.std).all()
-    low, high = mc.probe_box(mixture.centers, mixture.std)
+    assert (torch.cdist(points, mixture.centers).min(dim=1).values > probes.FAR_STD * mixture.std).all()
+    low, high = probes.probe_box(mixture.centers, mixture.std)
     assert ((points >= low) & (points <= high)).all()
 
 
 def test_same_class_interpolates_keep_the_pair_label() -> None:
     mixture = rings(10)
-    x, y = mc.probe_regions(mixture, 400, torch.Generator().manual_seed(2))["same-class interpolates"]
+    x, y = probes.probe_regions(mixture, 400, torch.Generator().manual_seed(2))["same-class interpolates"]
     # A segment between two points of one mode stays in that mode: its nearest centre is the label.
     assert torch.equal(torch.cdist(x, mixture.centers).argmin(dim=1), y)
 
@@ -70,15 +72,15 @@ def test_pair_interpolates_distinct_partners_and_cross_classes() -> None:
     labels = torch.arange(8) // 2  # four classes of exactly two points each
     points = torch.stack([labels.float(), torch.arange(8.0)], dim=1)  # (class, index)
     gen = torch.Generator().manual_seed(3)
-    x, y = mc.pair_interpolates(points, labels, 300, same_class=True, generator=gen)
+    x, y = probes.pair_interpolates(points, labels, 300, same_class=True, generator=gen)
     assert torch.equal(x[:, 0], y.float())  # both ends are of class y
     # The partner is the class's other point, never a itself: the index coordinate is strictly
     # between the class's two indices (an endpoint only if t is exactly 0 or 1).
     assert ((x[:, 1] > 2 * y) & (x[:, 1] < 2 * y + 1)).float().mean() > 0.99
-    x, y = mc.pair_interpolates(points, labels, 300, same_class=False, generator=gen)
+    x, y = probes.pair_interpolates(points, labels, 300, same_class=False, generator=gen)
     assert (x[:, 0] != y.float()).float().mean() > 0.99  # b's class differs from a's (the label)
     with pytest.raises(ValueError, match="2"):
-        mc.pair_interpolates(points[:3], labels[:3], 5, same_class=True, generator=gen)
+        probes.pair_interpolates(points[:3], labels[:3], 5, same_class=True, generator=gen)
 
 
 def numbers(w1: tuple[float, float, float], sn_max: float, viol: tuple[float, float, float]) -> dict:

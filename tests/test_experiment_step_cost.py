@@ -13,7 +13,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from lipkit.cli import main
-from lipkit.experiments import step_cost
+from lipkit.experiments import step_cost, step_timing
 from lipkit.experiments.common import Context
 
 WIDTH = 4  # tiny critic: 7 convs of 4..32 channels
@@ -27,8 +27,8 @@ def batches(n: int = 4) -> tuple[torch.Tensor, torch.Tensor]:
 def built(mode: str) -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
     """A critic of `mode` after one step of `mode`."""
     real, fake = batches()
-    critic = step_cost.build(mode, WIDTH, "cpu", real)
-    step_cost.make_step(mode, critic, real, fake)()
+    critic = step_timing.build(mode, WIDTH, "cpu", real)
+    step_timing.make_step(mode, critic, real, fake)()
     return critic, real, fake
 
 
@@ -36,12 +36,12 @@ def layers(critic: nn.Module) -> list[nn.Module]:
     return [m for m in critic.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
 
 
-@pytest.mark.parametrize("mode", step_cost.MODES)
+@pytest.mark.parametrize("mode", step_timing.MODES)
 def test_every_mode_builds_and_one_step_changes_the_parameters(mode):
     real, fake = batches()
-    critic = step_cost.build(mode, WIDTH, "cpu", real)
+    critic = step_timing.build(mode, WIDTH, "cpu", real)
     before = [p.detach().clone() for p in critic.parameters()]
-    step_cost.make_step(mode, critic, real, fake)()
+    step_timing.make_step(mode, critic, real, fake)()
     after = list(critic.parameters())
     assert len(before) == len(after) > 0
     assert any(not torch.equal(b, a) for b, a in zip(before, after)), f"{mode}: the step changed nothing"
@@ -88,22 +88,22 @@ def test_sn_conv_mode_has_unit_operator_norm_after_a_step():
 
 
 def test_measure_gives_plain_ratio_one_and_positive_times():
-    result = step_cost.measure(WIDTH, [4], steps=1, warmup=0, repeats=1, modes=["plain", "gp"], device="cpu")
+    result = step_timing.measure(WIDTH, [4], steps=1, warmup=0, repeats=1, modes=["plain", "gp"], device="cpu")
     rows = result["per_batch"]["4"]
     assert rows["plain"]["x_plain"] == 1.0
     assert all(r["seconds"] > 0 and r["x_plain"] > 0 and len(r["repeats_s"]) == 1 for r in rows.values())
     assert result["width"] == WIDTH and result["torch"] == torch.__version__
     assert json.loads(json.dumps(result)) == result  # JSON-able as is (string batch keys)
-    assert "| gp |" in step_cost.format_tables(result)
+    assert "| gp |" in step_timing.format_tables(result)
 
 
 def test_measure_rejects_bad_sizes():
     with pytest.raises(ValueError, match="unknown mode"):
-        step_cost.measure(WIDTH, [4], 1, 0, 1, ["plain", "sn"])
+        step_timing.measure(WIDTH, [4], 1, 0, 1, ["plain", "sn"])
     with pytest.raises(ValueError, match="steps, repeats >= 1"):
-        step_cost.measure(WIDTH, [4], 0, 0, 1, ["plain"])
+        step_timing.measure(WIDTH, [4], 0, 0, 1, ["plain"])
     with pytest.raises(ValueError, match="not a device"):
-        step_cost.measure(WIDTH, [4], 1, 0, 1, ["plain"], device="nonsense")
+        step_timing.measure(WIDTH, [4], 1, 0, 1, ["plain"], device="nonsense")
 
 
 def costs(gp: float, lipkit_sn: float, torch_sn: float) -> dict[str, float]:
@@ -136,7 +136,7 @@ def test_settings_follow_the_device():
 
 def test_measure_restores_the_thread_count():
     before = torch.get_num_threads()
-    result = step_cost.measure(WIDTH, [2], steps=1, warmup=0, repeats=1, modes=["plain"], threads=1)
+    result = step_timing.measure(WIDTH, [2], steps=1, warmup=0, repeats=1, modes=["plain"], threads=1)
     assert "(1 thread)" in result["device"] and torch.get_num_threads() == before
 
 

@@ -27,6 +27,7 @@ from typing import Any
 from ..report import read_run
 from ..train.gan import GanConfig, fit, resolve_config
 from .common import ClaimResult, Context, Figure, fmt, markdown_table, run_or_reuse, verdict_of
+from .plots import plot_convergence
 
 TITLE = ("(b) WGAN with spectral normalization and no gradient penalty reaches the same quality in fewer "
          "epochs than WGAN-GP, and better final quality.")
@@ -104,34 +105,6 @@ def decide(per_data: dict[str, dict[str, Any]]) -> tuple[str, str]:
     return verdict, "; ".join(f"{d}: {v} ({said})" for d, (v, said) in verdicts.items())
 
 
-def plot(path, data: str, metric: str, curves: dict[str, list], summary: dict[str, Any], n_seeds: int) -> None:
-    """Quality against generator steps (left) and wall-clock seconds (right), threshold dashed."""
-    import matplotlib
-
-    matplotlib.use("Agg")  # files only
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
-    for i, (method, points) in enumerate(curves.items()):
-        steps, seconds, values = zip(*points)
-        axes[0].plot(steps, values, marker="o", ms=3, color=f"C{i}", label=method)
-        axes[1].plot(seconds, values, marker="o", ms=3, color=f"C{i}", label=method)
-    for ax, xlabel in zip(axes, ("generator steps", "training wall-clock seconds (evaluation excluded)")):
-        ax.axhline(summary["threshold"], ls="--", color="0.3", lw=1,
-                   label=f"threshold {summary['threshold']:.3g} ({THRESHOLD_SLACK:g} x best final)")
-        ax.set_xlabel(xlabel)
-        ax.set_ylabel(f"{metric.upper()} (lower is better)" if metric == "w1" else
-                      "FID in lipkit's classifier features (lower is better)")
-        ax.set_yscale("log")
-        ax.grid(alpha=0.3, which="both")
-    axes[0].legend(fontsize=8)
-    fig.suptitle(f"Claim (b), {data}: {metric.upper()} during WGAN training per critic method "
-                 f"(mean of {n_seeds} seed(s))")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-
-
 def run(ctx: Context) -> ClaimResult:
     s = SETTINGS[ctx.profile]
     per_data, tables, figures, runs = {}, [], [], []
@@ -165,7 +138,7 @@ def run(ctx: Context) -> ClaimResult:
                           ["critic", f"final {metric.upper()}", "steps to threshold", "seconds to threshold",
                            "train s / generator step"], rows))
         path = ctx.out / "figures" / f"b_{data}.png"
-        plot(path, data, metric, curves, summary, len(s["seeds"]))
+        plot_convergence(path, data, metric, curves, summary, len(s["seeds"]), threshold_slack=THRESHOLD_SLACK)
         one, _ = decide_one(summary)
         figures.append(Figure(str(path.relative_to(ctx.out)), (
             f"{data}: {metric.upper()} of each critic method against generator steps (left) and training seconds "

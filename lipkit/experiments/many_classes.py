@@ -5,7 +5,7 @@ Conditional WGANs (projection critic, label-conditioned generator) on `rings` wi
 100 classes, critic presets sn, gp and gp1, then two measurements:
 - quality: the per-class W1 (mean and max over classes) and the class accuracy each run logs;
 - where the constraint holds: ||grad_x f(x, y)||_2 of each final critic in four regions
-  (probe_regions): the data, same-class interpolates, cross-class interpolates, off-manifold.
+  (gradient_probes.py): the data, same-class interpolates, cross-class interpolates, off-manifold.
 The full profile adds 3 seeds, longer runs and a conditional Fashion-MNIST set.
 
 The image critics' "sn" is the SN-GAN reshape form, which does not bound a conv's operator norm.
@@ -22,22 +22,19 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn as nn
 from torch import Tensor
 
 from ..train.gan import GanConfig, fit, resolve_config
 from .common import PROFILES, ClaimResult, Context, Figure, fmt, load_gan_task, markdown_table, run_or_reuse, verdict_of
+from .gradient_probes import MAX_SLOPE, REGIONS, gradient_norms, probe_regions, regions_of, summarize
+from .plots import plot_class_samples, plot_gradient_norms, plot_per_class_w1
 
 TITLE = ("(d) GP handles many-class / conditional generation poorly (interpolation between classes); "
          "SN constrains everywhere.")
 METHODS = ("sn", "gp", "gp1")
-REGIONS = ("data", "same-class interpolates", "cross-class interpolates", "off-manifold")
 OFF_DATA = ("cross-class interpolates", "off-manifold")  # where a penalty never samples directly
-MAX_SLOPE = 1.05  # a gradient norm above this violates 1-Lipschitz (5% slack for SN's power iteration)
 VIOLATION_FRACTION = 0.10  # GP "fails off the data" above this fraction of violating points
 QUALITY_MARGIN = 0.05  # relative per-class W1 difference that counts as better
-FAR_STD = 4.0  # off-manifold points lie farther than this many std from every centre
-BOX_PAD = 0.25  # off-manifold box: the centres' box grown by this fraction of its size per side
 PROBE_SEED = 7_777  # probe points: the same for every method at one seed (a paired comparison)
 
 SETTINGS: dict[str, dict[str, Any]] = {
@@ -59,124 +56,6 @@ RULE = (f"Read at the largest K of rings, means over seeds. Quality: SN is bette
         f"own). Supported: SN better AND (SN constrains everywhere AND GP fails off the data). Not supported: "
         f"GP as good AND SN shows no advantage. Mixed otherwise, including when quality and constraint "
         f"disagree. Fashion-MNIST (full profile; 10 classes, not many) is reported but not in the rule.")
-
-
-# ----------------------------------------------------------------------------- measurement
-def gradient_norms(critic: nn.Module, points: Tensor, labels: Tensor | None = None,
-                   batch_size: int = 1024) -> Tensor:
-    """||grad_x f(x_i, y_i)||_2 per sample, shape (n,), on the CPU.
-
-    critic(x, labels) when labels are given (a conditional critic), critic(x) otherwise. The
-    critic must score samples independently (no BatchNorm), so one backward of the summed
-    scores gives every per-sample gradient. Eval mode: measuring must not run power
-    iterations or otherwise change the critic.
-    """
-    if labels is not None and labels.shape != points.shape[:1]:
-        raise ValueError(f"labels {tuple(labels.shape)} must be one per point of {tuple(points.shape)}")
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    device = next(iter(critic.parameters()), torch.empty(0)).device
-    was_training = critic.training
-    critic.eval()
-    norms = []
-    try:
-        with torch.enable_grad():
-            for start in range(0, points.shape[0], batch_size):
-                x = points[start:start + batch_size].detach().to(device).clone().requires_grad_(True)
-                y = None if labels is None else labels[start:start + batch_size].to(device)
-                scores = critic(x) if y is None else critic(x, y)
-                if scores.numel() != x.shape[0]:
-                    raise ValueError(f"critic returned {tuple(scores.shape)} for {x.shape[0]} points: "
-                                     "expected one score per point")
-                (grad,) = torch.autograd.grad(scores.sum(), x, allow_unused=True)
-                grad = torch.zeros_like(x) if grad is None else grad  # a flat critic: slope 0
-                norms.append(grad.flatten(1).norm(dim=1).detach().cpu())
-    finally:
-        critic.train(was_training)
-    return torch.cat(norms) if norms else torch.empty(0)
-
-
-def summarize(norms: Tensor) -> dict[str, float]:
-    """median, 90th percentile, max and the fraction of violations (> MAX_SLOPE) of the norms."""
-    if norms.numel() == 0:
-        raise ValueError("no gradient norms to summarize (0 points)")
-    n = norms.double()
-    return {"median": float(n.median()), "p90": float(torch.quantile(n, 0.9)), "max": float(n.max()),
-            "violations": float((n > MAX_SLOPE).double().mean())}
-
-
-def pair_interpolates(points: Tensor, labels: Tensor, n: int, *, same_class: bool,
-                      generator: torch.Generator) -> tuple[Tensor, Tensor]:
-    """n points t a + (1 - t) b, t ~ U[0, 1], of pairs (a, b) of distinct pool points of the same
-    class (same_class) or of different classes. The label is a's class: for a cross-class
-    pair that is the class the critic is asked about, not the one of b's end of the segment."""
-    if n < 1:
-        raise ValueError(f"n must be >= 1, got {n}")
-    ia = torch.randint(0, len(points), (n,), generator=generator)
-    ya = labels[ia]
-    ib = torch.empty_like(ia)
-    if same_class:
-        for c in ya.unique():
-            members = (labels == c).nonzero().flatten()  # sorted: searchsorted finds a's position
-            if len(members) < 2:
-                raise ValueError(f"class {int(c)} has {len(members)} point(s) in the pool: a same-class pair "
-                                 "needs 2; use a larger pool")
-            rows = (ya == c).nonzero().flatten()
-            shift = torch.randint(1, len(members), (len(rows),), generator=generator)  # never a itself
-            ib[rows] = members[(torch.searchsorted(members, ia[rows]) + shift) % len(members)]
-    else:
-        if labels.unique().numel() < 2:
-            raise ValueError("the pool holds a single class: cross-class pairs need two")
-        ib = torch.randint(0, len(points), (n,), generator=generator)
-        while (bad := labels[ib] == ya).any():  # each redraw succeeds with probability >= 1/2
-            ib[bad] = torch.randint(0, len(points), (int(bad.sum()),), generator=generator)
-    t = torch.rand((n,) + (1,) * (points.dim() - 1), generator=generator)
-    return t * points[ia] + (1 - t) * points[ib], ya
-
-
-def probe_box(centers: Tensor, std: float) -> tuple[Tensor, Tensor]:
-    """(low, high) of the off-manifold box: the centres' box padded by BOX_PAD of its size
-    and FAR_STD std, so points beyond the outer modes are probed too."""
-    low, high = centers.min(0).values, centers.max(0).values
-    pad = BOX_PAD * (high - low) + FAR_STD * std
-    return low - pad, high + pad
-
-
-def off_manifold(centers: Tensor, std: float, n: int, generator: torch.Generator) -> Tensor:
-    """n uniform points of probe_box farther than FAR_STD std from every centre."""
-    low, high = probe_box(centers, std)
-    kept, count = [], 0
-    for _ in range(1000):
-        u = low + (high - low) * torch.rand(2 * n, centers.shape[1], generator=generator)
-        far = torch.cdist(u, centers).min(dim=1).values > FAR_STD * std
-        kept.append(u[far])
-        count += int(far.sum())
-        if count >= n:
-            return torch.cat(kept)[:n]
-    raise ValueError(f"the mixture's {FAR_STD}-std balls fill the probe box: no off-manifold points")
-
-
-def probe_regions(dataset: Any, n: int, generator: torch.Generator) -> dict[str, tuple[Tensor, Tensor]]:
-    """{region: (points, labels)} of a 2-D mixture (.centers, .std, .sample): REGIONS, n points
-    each. Interpolates pair the data region's points; off-manifold labels are uniform."""
-    k = dataset.num_classes
-    if n < 2 * k:
-        raise ValueError(f"n={n}: need >= 2 points per class ({2 * k}) to form same-class pairs")
-    labels = torch.arange(n) % k  # stratified: every class has the pairs its interpolates need
-    points = dataset.sample_given(labels, generator)
-    return regions_of(points, labels, off_manifold(dataset.centers, dataset.std, n, generator), dataset.num_classes,
-                      generator)
-
-
-def regions_of(points: Tensor, labels: Tensor, off: Tensor, num_classes: int,
-               generator: torch.Generator) -> dict[str, tuple[Tensor, Tensor]]:
-    """REGIONS from labelled data points (the pool of the interpolates, as many as the data)
-    and off-manifold points (given uniform random labels)."""
-    n = len(points)
-    return {"data": (points, labels),
-            "same-class interpolates": pair_interpolates(points, labels, n, same_class=True, generator=generator),
-            "cross-class interpolates": pair_interpolates(points, labels, n, same_class=False, generator=generator),
-            "off-manifold": (off, torch.randint(0, num_classes, (len(off),), generator=generator))}
 
 
 # ----------------------------------------------------------------------------- verdict
@@ -325,84 +204,26 @@ def notes(sets: dict[str, Any]) -> list[str]:
 
 def make_figures(out: Path, sets: dict[str, Any], raw: dict[str, Any], samples: dict[str, Any],
                  verdict: str) -> list[Figure]:
-    import matplotlib
-
-    matplotlib.use("Agg")  # files only: never needs a display
-    import matplotlib.pyplot as plt
-
+    """Draw the claim's three PNGs under out/figures (plots.py) and caption them."""
     folder = out / "figures"
     folder.mkdir(parents=True, exist_ok=True)
     rings = {n: per for n, per in sets.items() if n.startswith("rings")}
     figures = []
     for name, draw, caption in (
-        ("d_gradient_norms.png", lambda axes: _gradient_panels(axes, raw), (
+        ("d_gradient_norms.png", lambda path: plot_gradient_norms(raw, path, methods=METHODS, regions=REGIONS), (
             "Input-gradient norm of each final critic (boxes: quartiles, whiskers: min to max, over probe points "
             "and seeds) on the data, same-class and cross-class interpolates and off-manifold points; dashed: "
             f"slope 1. The constraint half of the rule (SN max <= {MAX_SLOPE}, GP violations off the data) "
             f"reads these; verdict: {verdict}.")),
-        ("d_per_class_w1.png", lambda axes: _w1_panels(axes, rings), (
+        ("d_per_class_w1.png", lambda path: plot_per_class_w1(rings, path, methods=METHODS), (
             "Per-class W1 between generated and held-out real points (solid: mean over classes, hatched: worst "
             "class; means over seeds) and class accuracy, per critic and K. The quality half of the rule reads "
             f"the largest K's means; verdict: {verdict}.")),
-        ("d_samples.png", lambda axes: _sample_panels(axes, samples, list(rings)[-1]), (
+        ("d_samples.png", lambda path: plot_class_samples(samples, list(rings)[-1], path, methods=METHODS), (
             f"Final samples of each critic's generator at {list(rings)[-1]} (first seed), coloured by the requested "
             "class, over held-out real points in black: a coloured cluster away from the black mode it sits on "
             f"is a conditioning error. Illustrates the quality half of the rule; verdict: {verdict}.")),
     ):
-        panels = {"d_gradient_norms.png": len(raw), "d_per_class_w1.png": len(rings)}.get(name, len(METHODS))
-        fig, axes = plt.subplots(1, panels, figsize=(5.2 * panels, 4.6), squeeze=False)
-        draw(axes[0])
-        fig.tight_layout()
-        fig.savefig(folder / name, dpi=100)
-        plt.close(fig)
+        draw(folder / name)
         figures.append(Figure(str((folder / name).relative_to(out)), caption))
     return figures
-
-
-COLORS = {"sn": "tab:blue", "gp": "tab:orange", "gp1": "tab:green"}
-
-
-def _gradient_panels(axes: Any, raw: dict[str, Any]) -> None:
-    for ax, name in zip(axes, raw):
-        for j, m in enumerate(METHODS):
-            data = [torch.cat(raw[name][m][r]).numpy() for r in REGIONS]
-            box = ax.boxplot(data, positions=[i + (j - 1) * 0.27 for i in range(len(REGIONS))], widths=0.22,
-                             whis=(0, 100), patch_artist=True, medianprops={"color": "black"})
-            for patch in box["boxes"]:
-                patch.set_facecolor(COLORS[m])
-            ax.plot([], [], color=COLORS[m], lw=6, label=m)  # boxplot makes no legend entry itself
-        ax.axhline(1.0, ls="--", color="0.3", label="slope 1")
-        ax.set_xticks(range(len(REGIONS)), [r.replace(" ", "\n", 1) for r in REGIONS], fontsize=8)
-        ax.set(yscale="log", ylabel="||grad_x f(x, y)||_2 (log scale)", xlabel="where the critic is probed",
-               title=f"{name}: critic gradient norms")
-        ax.legend(fontsize=8)
-
-
-def _w1_panels(axes: Any, sets: dict[str, Any]) -> None:
-    for ax, (name, per) in zip(axes, sets.items()):
-        for j, m in enumerate(METHODS):
-            mean, worst = (per[m]["metrics"].get(k, math.nan) for k in ("w1_class_mean", "w1_class_max"))
-            ax.bar(j - 0.2, mean, 0.4, color=COLORS[m], label="mean over classes" if j == 0 else None)
-            ax.bar(j + 0.2, worst, 0.4, color=COLORS[m], alpha=0.4, hatch="//", label="worst class" if j == 0 else None)
-            ax.text(j, worst, f"acc {per[m]['metrics'].get('class_accuracy', float('nan')):.0%}", ha="center",
-                    va="bottom", fontsize=8)
-        ax.set_ylim(0, 1.15 * ax.get_ylim()[1])  # room for the accuracy labels
-        ax.set_xticks(range(len(METHODS)), METHODS)
-        ax.set(ylabel="per-class W1 to held-out real points", xlabel="critic",
-               title=f"{name}: per-class W1 (lower is better)")
-        ax.legend(fontsize=8, loc="upper left")
-
-
-def _sample_panels(axes: Any, samples: dict[str, Any], name: str) -> None:
-    for ax, m in zip(axes, METHODS):
-        real, fake, labels = samples[m]
-        k = int(labels.max()) + 1
-        # Neighbouring labels sit next to each other on a ring: scatter their hues (37 is coprime to K
-        # unless K is a multiple of 37) so a sample drawn at the neighbour's mode shows.
-        hue = (labels * 37 % max(k, 2)).float() / max(k, 2)
-        ax.scatter(real[:, 0], real[:, 1], s=1, c="black", alpha=0.3, label="real (held out)")
-        ax.scatter(fake[:, 0], fake[:, 1], s=2, c=hue.numpy(), cmap="hsv", vmin=0, vmax=1, label="generated")
-        low, high = real.min(0).values - 0.4, real.max(0).values + 0.4  # frame the data, not outliers
-        ax.set(xlim=(float(low[0]), float(high[0])), ylim=(float(low[1]), float(high[1])), xlabel="x1",
-               ylabel="x2", title=f"{name}, {m}: final samples", aspect="equal")
-        ax.legend(fontsize=7, markerscale=4, loc="upper right")

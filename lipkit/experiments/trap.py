@@ -41,6 +41,7 @@ from ..spectral import weight_matrix
 from ..train.checkpoint import list_checkpoints, load_checkpoint
 from ..train.gan import GanConfig, GanTask, fit, is_toy, resolve_config, score
 from .common import ClaimResult, Context, Figure, markdown_table, run_or_reuse, verdict_of
+from .plots import plot_trap_gap, plot_trap_quality
 
 TITLE = ("(trap) Spectral normalization must be a reparametrization: applied as a projection after each step "
          "(Keras-style), the gradients are computed for the wrong function, and late-stage training and sample "
@@ -235,62 +236,6 @@ def gap_numbers(per_seed: list[dict[int, dict[str, Any]]]) -> dict[str, Any]:
 # ------------------------------------------------------------------------- report parts
 
 
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def plot_quality(numbers: dict[str, Any], path: Path) -> None:
-    plt = _plt()
-    entries = numbers["data"]
-    fig, axes = plt.subplots(1, len(entries), figsize=(6 * len(entries), 4.2), squeeze=False)
-    for ax, (data, entry) in zip(axes[0], entries.items()):
-        for method, color in zip(METHODS, ("tab:blue", "tab:red")):
-            m = entry["methods"][method]
-            ax.plot(m["steps"], m["curve_mean"], marker="o", ms=3, color=color, label=f"{method} (mean)")
-            ax.fill_between(m["steps"], m["curve_min"], m["curve_max"], color=color, alpha=0.2)
-        steps = entry["methods"]["sn"]["steps"]
-        first_late = steps[-max(1, round(len(steps) * LATE_FRACTION))]
-        ax.axvspan(first_late, steps[-1], color="0.9", zorder=0, label="late stage (rule)")
-        ax.set(xlabel="generator step", ylabel=entry["metric"], title=f"{data}: band = seed min-max")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
-def plot_gap(numbers: dict[str, Any], path: Path) -> None:
-    plt = _plt()
-    entries = numbers["data"]
-    fig, axes = plt.subplots(len(entries), 2, figsize=(11, 4 * len(entries)), squeeze=False)
-    for (left, right), (data, entry) in zip(axes, entries.items()):
-        layers = entry["gap"]["layers"]
-        x = torch.arange(len(layers)).numpy()
-        for offset, key, color in ((-0.2, "cosine", "tab:green"), (0.2, "rel_diff", "tab:purple")):
-            values = [statistics.fmean(row[key]) for row in layers]
-            lo = [v - min(row[key]) for v, row in zip(values, layers)]
-            hi = [max(row[key]) - v for v, row in zip(values, layers)]
-            left.bar(x + offset, values, 0.4, yerr=[lo, hi], color=color, label=key)
-        left.axhline(MATERIAL_GAP, color="tab:purple", ls="--", lw=1, label=f"material rel_diff {MATERIAL_GAP}")
-        left.set_xticks(x, [f"{row['layer']}\n{'x'.join(map(str, row['shape']))}" for row in layers])
-        left.set(xlabel="critic layer (weight shape)", ylim=(0, 1.3),
-                 title=f"{data}: final sn-project critic (bars: seed mean, min-max)")
-        left.legend(fontsize=8, loc="upper center", ncol=3)
-        right.plot(entry["gap"]["steps"], entry["gap"]["over_training"], marker="o", color="tab:purple")
-        right.axhline(MATERIAL_GAP, color="tab:purple", ls="--", lw=1)
-        right.set(xlabel="generator step (checkpoint)", ylabel="median rel_diff over layers",
-                  title="gap along training (mean over seeds)", ylim=(0, None))
-        right.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
 def tables(numbers: dict[str, Any]) -> list[str]:
     quality, gap = [], []
     for data, entry in numbers["data"].items():
@@ -329,8 +274,9 @@ def run(ctx: Context) -> ClaimResult:
         numbers["data"][data] = {"metric": metric, "methods": methods, "gap": gap_numbers(gaps)}
     verdict, decided_by = decide(numbers)
     (ctx.out / "figures").mkdir(parents=True, exist_ok=True)
-    plot_quality(numbers, ctx.out / "figures" / "trap_quality.png")
-    plot_gap(numbers, ctx.out / "figures" / "trap_gradient_gap.png")
+    plot_trap_quality(numbers, ctx.out / "figures" / "trap_quality.png", methods=METHODS,
+                      late_fraction=LATE_FRACTION)
+    plot_trap_gap(numbers, ctx.out / "figures" / "trap_gradient_gap.png", material_gap=MATERIAL_GAP)
     figures = [
         Figure("figures/trap_quality.png", "Sample quality against generator steps, mean over seeds (band: "
                "seed min-max), sn (reparametrization) vs sn-project (projection after each step); the grey "

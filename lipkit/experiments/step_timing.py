@@ -1,0 +1,222 @@
+"""Time one WGAN critic step per Lipschitz method, side by side: what `lipkit bench`,
+benchmarks/bench_critic_step.py, benchmarks/gpu_probe.py and claim (c) (step_cost.py) share.
+
+The critic is the DCGAN-style network of the GPU anchor benchmark
+(lipkit.examples.dcgan_critic: 7 convs up to 8*width channels + linear, 32x32x3 inputs,
+Adam). One step = D(fake).mean() - D(real).mean() [+ 10 * penalty], backward, optimizer
+step [, projection].
+
+Timing discipline: the modes are interleaved over repeats (machine drift hits all alike),
+each repeat builds a fresh critic, times `steps` steps after `warmup` untimed ones, and
+the reported cost is the median of the repeats. Ratios are only ever taken within one
+measure() call.
+"""
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import contextmanager
+from typing import Any, Iterator
+
+import torch
+import torch.nn as nn
+from torch.nn.utils.parametrizations import spectral_norm as torch_sn
+
+from .. import constraints, penalties
+from ..examples import dcgan_critic
+
+MODES = (
+    "plain", "clip", "torch-sn", "lipkit-sn", "lipkit-sn-conv",
+    "gp", "gp1", "lipkit-sn+gp", "torch-sn+gp",
+)
+GP_LAMBDA = 10.0
+
+
+def is_cuda(device: str) -> bool:
+    return torch.device(device).type == "cuda"
+
+
+def device_name(device: str) -> str:
+    if is_cuda(device):
+        return torch.cuda.get_device_name(torch.device(device))
+    threads = torch.get_num_threads()
+    return f"{device} ({threads} thread{'s' if threads != 1 else ''})"
+
+
+def build(mode: str, width: int, device: str, real: torch.Tensor) -> nn.Module:
+    """The benchmark critic on `device`, constrained as `mode` says (seed 0: every mode
+    starts from the same weights)."""
+    critic = dcgan_critic(width=width).to(device)
+    if mode.startswith("torch-sn"):
+        for m in critic.modules():
+            if isinstance(m, (nn.Conv2d, nn.Linear)):
+                torch_sn(m)
+    elif mode.startswith("lipkit-sn-conv"):
+        constraints.constrain(critic, "spectral", operator="conv")
+        critic(real[:1])  # the conv operator learns its input shape from a first forward
+    elif mode.startswith("lipkit-sn"):
+        constraints.constrain(critic, "spectral")
+    elif mode == "clip":
+        constraints.constrain(critic, "clip", mode="project", c=0.01)
+    return critic
+
+
+def make_step(mode: str, critic: nn.Module, real: torch.Tensor, fake: torch.Tensor) -> Callable[[], None]:
+    """One critic update of `mode` on fixed batches, as a closure (Adam as in WGAN-GP)."""
+    opt = torch.optim.Adam(critic.parameters(), 2e-4, betas=(0.0, 0.9))
+    with_gp = mode in ("gp", "gp1") or mode.endswith("+gp")
+
+    def step() -> None:
+        opt.zero_grad(set_to_none=True)
+        loss = critic(fake).mean() - critic(real).mean()
+        if with_gp:
+            loss = loss + GP_LAMBDA * penalties.gradient_penalty(critic, real, fake, one_sided=mode == "gp1")
+        loss.backward()
+        opt.step()
+        if mode == "clip":
+            constraints.project_(critic)
+
+    return step
+
+
+def _sync(device: str) -> None:
+    # CUDA launches are asynchronous: without a sync the clock measures the queueing only.
+    if is_cuda(device):
+        torch.cuda.synchronize(torch.device(device))
+
+
+def batch_pair(batch: int, device: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Fixed (real, fake) batches of 32x32x3 noise: the step's cost does not depend on data."""
+    gen = torch.Generator().manual_seed(0)
+    real = torch.randn(batch, 3, 32, 32, generator=gen).to(device)
+    fake = torch.randn(batch, 3, 32, 32, generator=gen).to(device)
+    return real, fake
+
+
+def time_steps(step: Callable[[], None], steps: int, warmup: int, device: str) -> float:
+    """Seconds per call of `step` (mean over `steps` timed calls, after `warmup` untimed)."""
+    for _ in range(warmup):
+        step()
+    _sync(device)
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    _sync(device)
+    return (time.perf_counter() - start) / steps
+
+
+def time_mode(mode: str, width: int, batch: int, steps: int, warmup: int, device: str) -> float:
+    """Seconds per step of `mode` on a freshly built critic (one-off use; measure() reuses
+    one critic per mode, since building is no part of a step's cost)."""
+    real, fake = batch_pair(batch, device)
+    critic = build(mode, width, device, real)
+    return time_steps(make_step(mode, critic, real, fake), steps, warmup, device)
+
+
+@contextmanager
+def _cudnn_benchmark(device: str) -> Iterator[None]:
+    """cudnn autotuning on CUDA for the measurement only (shapes are fixed, so the tuned
+    kernels are what a training run gets), restored afterwards."""
+    saved = torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = saved or is_cuda(device)
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.benchmark = saved
+
+
+def _check_sizes(batches: Sequence[int], steps: int, warmup: int, repeats: int, modes: Sequence[str],
+                 device: str) -> None:
+    try:
+        torch.device(device)
+    except RuntimeError as err:
+        raise ValueError(f"{device!r} is not a device: {err}") from None
+    unknown = [m for m in modes if m not in MODES]
+    if unknown:
+        raise ValueError(f"unknown mode(s) {unknown}; choose from {list(MODES)}")
+    if not modes or not batches:
+        raise ValueError("give at least one mode and one batch size")
+    if min(batches) < 1 or steps < 1 or repeats < 1 or warmup < 0:
+        raise ValueError(f"need batch, steps, repeats >= 1 and warmup >= 0 "
+                         f"(got batches={list(batches)}, steps={steps}, repeats={repeats}, warmup={warmup})")
+    if is_cuda(device) and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} asked for, but torch {torch.__version__} sees no CUDA device")
+
+
+@contextmanager
+def _threads(threads: int | None) -> Iterator[None]:
+    """torch's intra-op thread count for the measurement only (None: left as it is)."""
+    saved = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(saved)
+
+
+def measure(width: int, batches: Sequence[int], steps: int, warmup: int, repeats: int,
+            modes: Sequence[str] = MODES, device: str = "cpu", threads: int | None = None) -> dict[str, Any]:
+    """Time every mode at every batch size, modes interleaved within each repeat.
+    threads: torch's CPU thread count during the measurement (None: as set).
+
+    Returns {"device", "torch", "width", "batches", "steps", "warmup", "repeats", "modes",
+    "per_batch": {"<batch>": {mode: {"seconds": median s/step, "ms": the same in ms,
+    "x_plain": median / plain's median (None without "plain"), "repeats_s": [...]}}}}.
+    Batch keys are strings so the dict is the same after a JSON round trip.
+    """
+    modes = list(modes)
+    _check_sizes(batches, steps, warmup, repeats, modes, device)
+    per_batch: dict[str, dict[str, dict[str, Any]]] = {}
+    # One critic per mode for the whole call: building (lipkit's SN runs power iteration to
+    # convergence at registration, seconds for the conv operator on a CPU) is not a step's
+    # cost, and the input shape the conv operator learns does not depend on the batch size.
+    critics: dict[str, nn.Module] = {}
+    with _cudnn_benchmark(device), _threads(threads):
+        for batch in batches:
+            real, fake = batch_pair(batch, device)
+            times: dict[str, list[float]] = {m: [] for m in modes}
+            for _ in range(repeats):
+                for mode in modes:
+                    if mode not in critics:
+                        critics[mode] = build(mode, width, device, real)
+                    step = make_step(mode, critics[mode], real, fake)  # fresh Adam state per repeat
+                    times[mode].append(time_steps(step, steps, warmup, device))
+            per_batch[str(batch)] = _summarize(times)
+        name = device_name(device)  # inside: it names the thread count the times were taken with
+    return {"device": name, "torch": torch.__version__, "width": width,
+            "batches": list(batches), "steps": steps, "warmup": warmup, "repeats": repeats,
+            "modes": modes, "per_batch": per_batch}
+
+
+def _summarize(times: Mapping[str, list[float]]) -> dict[str, dict[str, Any]]:
+    base = statistics.median(times["plain"]) if "plain" in times else None
+    out = {}
+    for mode, values in times.items():
+        med = statistics.median(values)
+        out[mode] = {"seconds": med, "ms": med * 1e3, "x_plain": med / base if base else None,
+                     "repeats_s": list(values)}
+    return out
+
+
+def format_tables(result: Mapping[str, Any]) -> str:
+    """The benchmark's printout: a header line, then one markdown table per batch size."""
+    lines = [f"torch {result['torch']} on {result['device']}; critic width {result['width']}; median of "
+             f"{result['repeats']} interleaved repeats of {result['steps']} steps", ""]
+    for batch, modes in result["per_batch"].items():
+        lines += [f"| mode (B={batch}) | ms/step | x plain |", "|---|---|---|"]
+        for mode, row in modes.items():
+            ratio = f"{row['x_plain']:.2f}" if row["x_plain"] is not None else "-"
+            lines.append(f"| {mode} | {row['ms']:.1f} | {ratio} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def legacy_json(result: Mapping[str, Any]) -> dict[str, Any]:
+    """What `bench_critic_step.py --json` always wrote (benchmarks/results/critic_step_cpu.json):
+    its "ms" entries hold SECONDS per step, kept so old and new files compare; the full
+    measurement follows under "measure"."""
+    flat = {f"B{b}_{m}": row["seconds"] for b, modes in result["per_batch"].items() for m, row in modes.items()}
+    return {"device": result["device"], "torch": result["torch"], "width": result["width"], "ms": flat,
+            "measure": dict(result)}

@@ -50,6 +50,9 @@ def test_sn_project_preset_normalizes_after_every_step(tmp_path) -> None:
             assert float(torch.linalg.matrix_norm(w.flatten(1), 2)) == pytest.approx(sigma, rel=1e-5)
 
     check()  # normalized at construction
+    with torch.no_grad():  # sigma -> ~3: a step of lr 2e-4 alone moves it ~1e-3, too little to tell
+        for layer in layers:  # a projection from no projection; only project_ can bring 3 back to 1
+            layer.weight.mul_(3.0)
     for step in (1, 2, 3):
         task.train_step(step)
         check()

@@ -18,7 +18,7 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
-from .base import Constraint, autocast_off, compute_dtype, normalize_by
+from .base import Constraint, as_dtype, autocast_off, compute_dtype, normalize_by
 
 CONVENTIONS = ("lipschitz", "seed")
 
@@ -50,13 +50,13 @@ class BatchNormScale(Constraint):
 
     def forward(self, gamma: Tensor) -> Tensor:
         with autocast_off(gamma.device.type):
-            g = gamma.to(compute_dtype(gamma.dtype))
+            g = as_dtype(gamma, compute_dtype(gamma.dtype))
             if self.convention == "lipschitz":
-                std = torch.sqrt(self._running_var.to(g.dtype) + self._eps)
+                std = torch.sqrt(as_dtype(self._running_var, g.dtype) + self._eps)
                 sigma = (g.abs() / std).amax()
             else:
                 sigma = torch.linalg.vector_norm(g)
-            return normalize_by(g, sigma, self.bound, self.soft).to(gamma.dtype)
+            return as_dtype(normalize_by(g, sigma, self.bound, self.soft), gamma.dtype)
 
     def options(self) -> dict:
         return {"batchnorm": self.convention, "bound": self.bound, "soft": self.soft}

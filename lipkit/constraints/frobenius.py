@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .base import Constraint, autocast_off, compute_dtype
+from .base import Constraint, as_dtype, autocast_off, compute_dtype, normalize_by
 
 
 class FrobeniusClip(Constraint):
@@ -22,9 +22,9 @@ class FrobeniusClip(Constraint):
 
     def forward(self, raw: Tensor) -> Tensor:
         with autocast_off(raw.device.type):
-            w = raw.to(compute_dtype(raw.dtype))
-            norm = torch.linalg.vector_norm(w)
-            return (w / (norm / self.max_norm).clamp_min(1.0)).to(raw.dtype)
+            w = as_dtype(raw, compute_dtype(raw.dtype))
+            # the same shrink-only rescale as soft spectral normalization, with ||W||_F for sigma
+            return as_dtype(normalize_by(w, torch.linalg.vector_norm(w), self.max_norm, soft=True), raw.dtype)
 
     def options(self) -> dict:
         return {"max_norm": self.max_norm}

@@ -12,19 +12,15 @@
 from __future__ import annotations
 
 import argparse
+import statistics
 import time
 
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-from lipkit.experiments.step_timing import batch_pair, build, make_step
+from lipkit.experiments.step_timing import batch_pair, build, make_step, sync, time_steps
 
 PROBE_MODES = ("plain", "torch-sn", "lipkit-sn", "lipkit-sn-conv", "gp", "lipkit-sn+gp")
-
-
-def sync(device: str) -> None:
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
 
 
 def probe(mode: str, device: str, width: int = 64, batch: int = 64, steps: int = 50) -> str:
@@ -41,15 +37,7 @@ def probe(mode: str, device: str, width: int = 64, batch: int = 64, steps: int =
     events = prof.key_averages()
     kernels = sum(e.count for e in events if e.device_type.name == activity.name)
     busy_ms = sum(e.self_device_time_total for e in events) / 1e3
-    walls = []
-    for _ in range(3):
-        sync(device)
-        began = time.perf_counter()
-        for _ in range(steps):
-            step()
-        sync(device)
-        walls.append((time.perf_counter() - began) / steps * 1e3)
-    wall = sorted(walls)[1]
+    wall = statistics.median(time_steps(step, steps, 0, device) for _ in range(3)) * 1e3
     return f"| {mode} | {wall:.2f} | {kernels} | {busy_ms:.2f} | {wall - busy_ms:.2f} |"
 
 

@@ -22,8 +22,13 @@ def read_run(folder: str | Path) -> tuple[dict, list[dict]]:
     summary_path, metrics_path = folder / "summary.json", folder / "metrics.jsonl"
     if not summary_path.is_file() or not metrics_path.is_file():
         raise ValueError(f"{folder} is not a finished lipkit run (needs summary.json and metrics.jsonl)")
-    rows = [json.loads(line) for line in metrics_path.read_text().splitlines() if line.strip()]
-    return json.loads(summary_path.read_text()), rows
+    return json.loads(summary_path.read_text()), read_metrics(folder)
+
+
+def read_metrics(folder: str | Path) -> list[dict]:
+    """The metrics.jsonl rows of a run folder (one dict per logged step)."""
+    path = Path(folder) / "metrics.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 def _label(folder: str | Path, summary: dict) -> str:

@@ -93,6 +93,13 @@ def verdict_of(supported: bool, refuted: bool) -> str:
     return "mixed"
 
 
+def metric_of(data: str) -> str:
+    """The GAN quality metric of a data set: exact W1 on 2-D data, FID on images (lower is better)."""
+    from ..train.gan import is_toy
+
+    return "w1" if is_toy(data) else "fid"
+
+
 def fmt(value: Any, digits: int = 3) -> str:
     """A number for a report table: 3 significant digits, '-' for None/NaN."""
     if value is None or (isinstance(value, float) and not math.isfinite(value)):

@@ -24,9 +24,9 @@ from __future__ import annotations
 import statistics
 from typing import Any
 
-from ..report import read_run
+from ..report import read_metrics
 from ..train.gan import GanConfig, fit, resolve_config
-from .common import ClaimResult, Context, Figure, fmt, markdown_table, run_or_reuse, verdict_of
+from .common import ClaimResult, Context, Figure, fmt, markdown_table, metric_of, run_or_reuse, verdict_of
 from .plots import plot_convergence
 
 TITLE = ("(b) WGAN with spectral normalization and no gradient penalty reaches the same quality in fewer "
@@ -54,15 +54,11 @@ RULE = (f"Per data set: final quality = mean of the last {FINAL_EVALS} evaluatio
         "is supported / not supported when every data set says so, mixed otherwise.")
 
 
-def metric_of(data: str) -> str:
-    return "fid" if data in ("digits", "fashion-mnist") else "w1"
-
-
 def curve(folders: list[str], metric: str) -> list[tuple[int, float, float]]:
     """(step, seconds, value) at every evaluation, averaged over the runs (seeds)."""
     per_run = []
     for folder in folders:
-        _, rows = read_run(folder)
+        rows = read_metrics(folder)
         per_run.append({r["step"]: (r["wall_seconds"], r[metric]) for r in rows if metric in r})
     steps = sorted(set.intersection(*(set(p) for p in per_run)))
     return [(s, statistics.fmean(p[s][0] for p in per_run), statistics.fmean(p[s][1] for p in per_run))

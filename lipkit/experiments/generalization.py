@@ -52,8 +52,6 @@ def decide(table: dict[str, dict[str, float]], n_seeds: int) -> tuple[str, str]:
     supported = better_acc and not larger_gap
     refuted = not better_acc and not smaller_gap
     verdict = verdict_of(supported, refuted)
-    if better_acc and larger_gap:
-        verdict = "mixed"
     said = (f"test accuracy snr - l2 = {acc:+.4f} (SE {acc_se:.4f}; {'beyond' if better_acc else 'within'} "
             f"{Z:g} SE); gap l2 - snr = {gap:+.4f} (SE {gap_se:.4f}; "
             f"{'snr smaller' if smaller_gap else 'snr larger' if larger_gap else 'no difference'} at {Z:g} SE), "

@@ -80,7 +80,7 @@ def make_step(mode: str, critic: nn.Module, real: torch.Tensor, fake: torch.Tens
     return step
 
 
-def _sync(device: str) -> None:
+def sync(device: str) -> None:
     # CUDA launches are asynchronous: without a sync the clock measures the queueing only.
     if is_cuda(device):
         torch.cuda.synchronize(torch.device(device))
@@ -98,20 +98,12 @@ def time_steps(step: Callable[[], None], steps: int, warmup: int, device: str) -
     """Seconds per call of `step` (mean over `steps` timed calls, after `warmup` untimed)."""
     for _ in range(warmup):
         step()
-    _sync(device)
+    sync(device)
     start = time.perf_counter()
     for _ in range(steps):
         step()
-    _sync(device)
+    sync(device)
     return (time.perf_counter() - start) / steps
-
-
-def time_mode(mode: str, width: int, batch: int, steps: int, warmup: int, device: str) -> float:
-    """Seconds per step of `mode` on a freshly built critic (one-off use; measure() reuses
-    one critic per mode, since building is no part of a step's cost)."""
-    real, fake = batch_pair(batch, device)
-    critic = build(mode, width, device, real)
-    return time_steps(make_step(mode, critic, real, fake), steps, warmup, device)
 
 
 @contextmanager

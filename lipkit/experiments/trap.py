@@ -39,8 +39,8 @@ from ..constraints import constrain, constraints_of, unconstrain
 from ..constraints.base import raw_tensor
 from ..spectral import weight_matrix
 from ..train.checkpoint import list_checkpoints, load_checkpoint
-from ..train.gan import GanConfig, GanTask, fit, is_toy, resolve_config, score
-from .common import ClaimResult, Context, Figure, markdown_table, run_or_reuse, verdict_of
+from ..train.gan import GanConfig, GanTask, fit, resolve_config, score
+from .common import ClaimResult, Context, Figure, markdown_table, metric_of, run_or_reuse, verdict_of
 from .plots import plot_trap_gap, plot_trap_quality
 
 TITLE = ("(trap) Spectral normalization must be a reparametrization: applied as a projection after each step "
@@ -170,11 +170,12 @@ def run_config(ctx: Context, data: str, critic: str, seed: int) -> GanConfig:
                      device=ctx.device, progress=ctx.progress, certify=False)
 
 
-def quality_of(folder: str | Path, metric: str) -> dict[str, Any]:
-    """One run's curve of `metric`, its late-stage mean and its final metrics."""
-    from ..report import read_run
+def quality_of(folder: str | Path, metric: str, summary: dict[str, Any]) -> dict[str, Any]:
+    """One run's curve of `metric`, its late-stage mean and its final metrics (summary: the
+    run's summary.json content, as run_or_reuse returned it)."""
+    from ..report import read_metrics
 
-    summary, rows = read_run(folder)
+    rows = read_metrics(folder)
     points = [(r["step"], r[metric]) for r in rows if isinstance(r.get(metric), (int, float))]
     if not points:
         raise ValueError(f"run {folder} logged no {metric!r}: cannot judge its quality")
@@ -259,14 +260,14 @@ def run(ctx: Context) -> ClaimResult:
     numbers: dict[str, Any] = {"late_fraction": LATE_FRACTION, "data": {}}
     folders: list[str] = []
     for data in settings["runs"]:
-        metric = "w1" if is_toy(data) else "fid"
+        metric = metric_of(data)
         methods, gaps = {}, []
         for method in METHODS:
             runs = []
             for seed in settings["seeds"]:
                 config = run_config(ctx, data, method, seed)
-                run_or_reuse(config, resolve_config, fit)
-                runs.append(quality_of(config.out, metric))
+                summary = run_or_reuse(config, resolve_config, fit)
+                runs.append(quality_of(config.out, metric, summary))
                 folders.append(str(Path(config.out).relative_to(ctx.out)))
                 if method == "sn-project":
                     gaps.append(gaps_over_checkpoints(config))

@@ -92,7 +92,8 @@ def compare(base: ClfConfig, regs: Sequence[str], seeds: Sequence[int], out: str
             config = dataclasses.replace(base, reg=reg, lam=chosen[reg], seed=seed, out=str(out / reg / f"seed-{seed}"))
             final = run_once(config)
             runs.append({"reg": reg, "lam": resolve_config(config).lam, "seed": seed, **final})
-    columns = metric_columns(resolve_config(base).eps)
+    resolved = resolve_config(base)
+    columns = metric_columns(resolved.eps)
     table = aggregate(runs, regs, columns)
     caption = command or "lipkit.train.compare.compare(...)"
     _write_csv(out / "runs.csv", runs, ["reg", "lam", "seed", *columns])
@@ -101,7 +102,7 @@ def compare(base: ClfConfig, regs: Sequence[str], seeds: Sequence[int], out: str
     if tuning:
         _write_csv(out / "tune.csv", tuning, list(tuning[0]))
         (out / "tune.md").write_text(_tuning_markdown(tuning, chosen, caption))
-    plot(table, resolve_config(base), len(seeds), out / "plot.png", caption)
+    plot(table, resolved, len(seeds), out / "plot.png", caption)
     return table
 
 

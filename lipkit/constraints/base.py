@@ -185,4 +185,4 @@ def cached_homogeneous(module: nn.Module, raw: Tensor, w: Tensor, bound_fn) -> T
             (grad,) = torch.autograd.grad(bound_fn(w0), w0)
         module.sigma_grad = grad
         module._weight_key = key
-    return (module.sigma_grad.to(w.dtype) * w).sum()
+    return (as_dtype(module.sigma_grad, w.dtype) * w).sum()

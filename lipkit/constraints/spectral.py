@@ -111,10 +111,10 @@ class SpectralNormalization(Constraint):
         dtype = compute_dtype(raw.dtype)
         with autocast_off(raw.device.type):
             w = as_dtype(raw, dtype)
-            matrix = weight_matrix(w, self.dim)
             if self.certified:
                 sigma = cached_homogeneous(self, raw, w, self._gram_bound)
             else:
+                matrix = weight_matrix(w, self.dim)  # a copy for ConvTranspose (dim 1): only here
                 if self.training and self.weight_changed(raw):
                     with torch.inference_mode(False), torch.no_grad():  # new vectors: normal tensors
                         self.set_vectors(*refresh_vectors(*self._maps(matrix), self.u, self.v,

@@ -38,6 +38,7 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
+from ..constraints.spectral import WARMUP_MAX_ITER, WARMUP_TOL  # first call: the warm-up SN uses at registration
 from ..linalg import power_iteration, start_vector
 from ..spectral import weight_matrix
 from .layers import WeightedLayer, Where, select_layers
@@ -45,8 +46,6 @@ from .layers import WeightedLayer, Where, select_layers
 U_BUFFER = "_spectral_penalty_u"
 V_BUFFER = "_spectral_penalty_v"
 SEEN_ATTR = "_spectral_penalty_seen"  # ((tensor, version), ...) when (u, v) last moved
-WARMUP_TOL = 1e-6  # first call: iterate until sigma moves less than this (relative)...
-WARMUP_MAX_ITER = 500  # ...or this many rounds
 
 
 def spectral_penalty(model: nn.Module, n_iter: int = 1, where: Where = None) -> Tensor:

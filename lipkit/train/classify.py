@@ -40,7 +40,7 @@ from ..constraints import constrain
 from ..lower_bound import lipschitz_lower_bound
 from ..metrics.robust import robust_report
 from ..penalties import SpectralPenalty, frobenius_penalty, input_gradient_penalty, l2_penalty, weight_gradient_penalty
-from .run import RunConfig, run
+from .run import RunConfig, run, scalars_to_host
 
 REGS = ("none", "l2", "frobenius", "snr", "sn", "sn-conv", "igp", "wgnp")
 CONSTRAINT_REGS = ("none", "sn", "sn-conv")  # no penalty: lam unused
@@ -232,7 +232,7 @@ class ClfTask:
         self.optimizer.step()
         accuracy = (logits.detach().argmax(1) == y).float().mean()
         stats = {"loss": loss, "loss_ce": ce, "penalty": penalty, "batch_acc": accuracy}
-        return {k: float(v.detach()) for k, v in stats.items()}  # one host sync per step (NaN guard)
+        return scalars_to_host(stats)  # one host sync per step (NaN guard)
 
     @torch.no_grad()
     def accuracy_loss(self, split: str) -> tuple[float, float]:

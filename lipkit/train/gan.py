@@ -24,7 +24,7 @@ from torch import Tensor
 from .. import data as lkdata
 from .. import models
 from .presets import CRITICS, CriticMethod, apply_preset, make_optimizer, n_critic_at, preset_defaults
-from .run import RunConfig, run
+from .run import RunConfig, run, scalars_to_host
 
 TOY_DATA = ("gaussians8", "gaussians25", "swissroll", "rings")
 IMAGE_DATA = ("digits", "fashion-mnist")
@@ -222,7 +222,7 @@ class GanTask:
                                 self.noise, self.penalty_rng)
         stats |= generator_step(self.critic, self.generator, self.opt_generator, c.batch_size, self.noise,
                                 self.device)
-        return {k: float(v) for k, v in stats.items()}  # one host sync per step, for the NaN guard
+        return scalars_to_host(stats)  # one host sync per step, for the NaN guard
 
     def evaluate(self, step: int, folder: Path) -> dict[str, float]:
         from .gan_eval import evaluate

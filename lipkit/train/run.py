@@ -231,6 +231,15 @@ def run(config: C, build: Callable[[C], Task], *, resume: bool = False) -> dict[
     return summary
 
 
+def scalars_to_host(stats: dict[str, torch.Tensor]) -> dict[str, float]:
+    """Scalar tensors as Python floats in ONE device-to-host copy (float() per entry would
+    sync once per entry): a task's train_step returns this, for the run loop's NaN guard."""
+    if not stats:
+        return {}
+    values = torch.stack([v.detach().float().reshape(()) for v in stats.values()]).tolist()
+    return dict(zip(stats, values))
+
+
 def task_postfix_keys(row: dict[str, Any]) -> list[str]:
     """The few live numbers worth showing in the progress bar."""
     preferred = ("loss_critic", "loss_generator", "w1_critic", "w1", "fid", "loss", "accuracy")

@@ -56,17 +56,17 @@ def power_iteration(
     """
     v = _normalize(v, v)
     sigma = torch.zeros(v.shape[0], dtype=v.dtype, device=v.device)
+    Av = forward(v)  # A of the current v, reused: each round costs one forward and one adjoint
     for _ in range(n_iter):
-        u = forward(v)
-        u = _normalize(u, u)
+        u = _normalize(Av, Av)
         v = _normalize(adjoint(u), v)
+        Av = forward(v)
         if tol is not None:
-            new = _batch_norm(forward(v))
+            new = _batch_norm(Av)
             done = bool(((new - sigma).abs() <= tol * new.clamp_min(1e-30)).all())
             sigma = new
             if done:
                 break
-    Av = forward(v)
     sigma = _batch_norm(Av)
     return sigma, _normalize(Av, Av), v
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from lipkit.cli_bench import add_bench_arguments, cmd_bench
+from lipkit.cli.bench import add_bench_arguments, cmd_bench
 
 
 def main() -> int:

@@ -33,9 +33,9 @@ from typing import Callable
 import torch
 import torch.nn as nn
 
-from lipkit.conv_symbol import conv_symbol
-from lipkit.linalg import EXACT_MAX_ELEMENTS, gram_iteration_bound
-from lipkit.spectral import operator_norm, spectral_norm
+from lipkit.norms.conv_symbol import conv_symbol
+from lipkit.norms.linalg import EXACT_MAX_ELEMENTS, gram_iteration_bound
+from lipkit.norms.measure import operator_norm, spectral_norm
 
 # name -> (method, n_iter); "ref" is added per layer.
 METHODS: dict[str, tuple[str, int | None]] = {

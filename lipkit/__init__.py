@@ -1,8 +1,15 @@
 """lipkit: Lipschitz constraints for PyTorch - measure, certify, constrain, regularize."""
-from .bounds import LayerRow, LipschitzBound, lipschitz_bound
+from .bounds import (
+    LayerRow,
+    LayerRule,
+    LipschitzBound,
+    UnsupportedLayerError,
+    lipschitz_bound,
+    lipschitz_lower_bound,
+    register_layer_bound,
+)
 from .constraints import constrain, export, project_, unconstrain
-from .layer_bounds import LayerRule, UnsupportedLayerError, register_layer_bound
-from .lower_bound import lipschitz_lower_bound
+from .norms import operator_norm, spectral_norm
 from .penalties import (
     SpectralPenalty,
     frobenius_penalty,
@@ -12,7 +19,6 @@ from .penalties import (
     spectral_penalty,
     weight_gradient_penalty,
 )
-from .spectral import operator_norm, spectral_norm
 
 __all__ = [
     "constrain",

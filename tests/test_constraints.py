@@ -19,8 +19,8 @@ import lipkit.constraints.conv as conv_module
 import lipkit.constraints.spectral as spectral_module
 from lipkit.constraints.api import PROJECTIONS
 from lipkit.constraints.base import raw_tensor
-from lipkit.operators import CONV_TRANSPOSE, ConvGeometry
-from lipkit.spectral import operator_norm, weight_matrix
+from lipkit.norms.measure import operator_norm, weight_matrix
+from lipkit.norms.operators import CONV_TRANSPOSE, ConvGeometry
 
 
 @pytest.fixture(autouse=True, scope="module")

@@ -13,7 +13,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-import lipkit.penalties.spectral as spectral_module
+import lipkit.penalties.snr as spectral_module
 from lipkit.penalties import (
     SpectralPenalty,
     frobenius_penalty,

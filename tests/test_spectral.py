@@ -10,7 +10,7 @@ import torch
 import torch.nn as nn
 
 import lipkit as lk
-from lipkit.linalg import gram_iteration_bound
+from lipkit.norms.linalg import gram_iteration_bound
 
 
 def jacobian_norm(layer: nn.Module, input_shape) -> float:

@@ -21,9 +21,9 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
-from ..conv_symbol import circular_symbol, dense_kernel, symbol_plan
-from ..linalg import gram_iteration_bound, start_vector
-from ..operators import ConvGeometry
+from ..norms.conv_symbol import circular_symbol, dense_kernel, symbol_plan
+from ..norms.linalg import gram_iteration_bound, start_vector
+from ..norms.operators import ConvGeometry
 from .base import (
     Constraint,
     as_dtype,

@@ -10,7 +10,7 @@ from typing import Any
 
 import torch.nn as nn
 
-from ..operators import BATCHNORM, CONV, CONV_TRANSPOSE
+from ..norms.operators import BATCHNORM, CONV, CONV_TRANSPOSE
 from .base import Constraint
 from .batchnorm import CONVENTIONS, BatchNormScale
 from .clip import WeightClip

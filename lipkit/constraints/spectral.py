@@ -16,8 +16,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ..linalg import gram_iteration_bound, power_iteration, start_vector
-from ..spectral import weight_matrix
+from ..norms.linalg import gram_iteration_bound, power_iteration, start_vector
+from ..norms.measure import weight_matrix
 from .base import Constraint, as_dtype, autocast_off, cached_homogeneous, compute_dtype, normalize_by
 
 WARMUP_MAX_ITER = 500  # power steps at registration: run to convergence, at most this many

@@ -24,8 +24,8 @@ from __future__ import annotations
 import statistics
 from typing import Any
 
-from ..report import read_metrics
 from ..train.gan import GanConfig, fit, resolve_config
+from ..train.run_summary import read_metrics
 from .common import ClaimResult, Context, Figure, fmt, markdown_table, metric_of, run_or_reuse, verdict_of
 from .plots import plot_convergence
 

@@ -24,7 +24,7 @@ import torch.nn as nn
 from torch.nn.utils.parametrizations import spectral_norm as torch_sn
 
 from .. import constraints, penalties
-from ..examples import dcgan_critic
+from ..models.examples import dcgan_critic
 
 MODES = (
     "plain", "clip", "torch-sn", "lipkit-sn", "lipkit-sn-conv",

@@ -37,7 +37,7 @@ from torch import Tensor
 
 from ..constraints import constrain, constraints_of, unconstrain
 from ..constraints.base import raw_tensor
-from ..spectral import weight_matrix
+from ..norms.measure import weight_matrix
 from ..train.checkpoint import list_checkpoints, load_checkpoint
 from ..train.gan import GanConfig, GanTask, fit, resolve_config, score
 from .common import ClaimResult, Context, Figure, markdown_table, metric_of, run_or_reuse, verdict_of
@@ -173,7 +173,7 @@ def run_config(ctx: Context, data: str, critic: str, seed: int) -> GanConfig:
 def quality_of(folder: str | Path, metric: str, summary: dict[str, Any]) -> dict[str, Any]:
     """One run's curve of `metric`, its late-stage mean and its final metrics (summary: the
     run's summary.json content, as run_or_reuse returned it)."""
-    from ..report import read_metrics
+    from ..train.run_summary import read_metrics
 
     rows = read_metrics(folder)
     points = [(r["step"], r[metric]) for r in rows if isinstance(r.get(metric), (int, float))]

@@ -7,7 +7,7 @@ Gradient penalties read a critic or classifier and data:
     input_gradient_penalty, weight_gradient_penalty
 """
 from .gradient import gradient_penalty
-from .spectral import SpectralPenalty, spectral_penalty
+from .snr import SpectralPenalty, spectral_penalty
 from .supervised import input_gradient_penalty, weight_gradient_penalty
 from .weights import frobenius_penalty, l2_penalty
 

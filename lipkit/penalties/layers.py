@@ -23,7 +23,7 @@ from torch import Tensor
 from torch.nn.parameter import UninitializedParameter
 from torch.nn.utils import parametrize
 
-from ..operators import CONV, CONV_TRANSPOSE
+from ..norms.operators import CONV, CONV_TRANSPOSE
 
 WEIGHTED = (nn.Linear, *CONV, *CONV_TRANSPOSE)
 

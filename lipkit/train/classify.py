@@ -35,9 +35,8 @@ from torch import Tensor
 
 from .. import data as lkdata
 from .. import models
-from ..bounds import lipschitz_bound
+from ..bounds import lipschitz_bound, lipschitz_lower_bound
 from ..constraints import constrain
-from ..lower_bound import lipschitz_lower_bound
 from ..metrics.robust import robust_report
 from ..penalties import SpectralPenalty, frobenius_penalty, input_gradient_penalty, l2_penalty, weight_gradient_penalty
 from .run import RunConfig, run, scalars_to_host

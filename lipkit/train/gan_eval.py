@@ -22,8 +22,7 @@ import torch.nn as nn
 from torch import Tensor
 
 from .. import data as lkdata
-from ..bounds import lipschitz_bound
-from ..lower_bound import lipschitz_lower_bound
+from ..bounds import lipschitz_bound, lipschitz_lower_bound
 
 if TYPE_CHECKING:
     from .gan import GanTask

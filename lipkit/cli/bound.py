@@ -1,21 +1,5 @@
-"""The `lipkit` command line: one sub-command per job.
-
-    lipkit bound TARGET --input-shape C,H,W    per-layer table, certified upper bound and
-                                               empirical lower bound of a network
-    lipkit train-gan --data D --critic P --out DIR [--resume] [hyperparameters]
-                                               train a WGAN with one critic preset
-    lipkit train-clf --data D --model mlp|cnn --reg R [--lam L] --epochs E --out DIR [--resume]
-                                               train a classifier with a Lipschitz regularizer
-    lipkit compare-clf --regs R1,R2 --seeds 0,1,2 [--lams R=L,..|--tune] --out DIR
-                                               several regularizers, one table and one plot
-    lipkit bench [--width W --batch B [B ..] --steps S --repeats R --modes M [M ..] --device D --json F]
-                                               time one WGAN critic step per Lipschitz method
-    lipkit reproduce [--quick|--full] [--claims a,b,c,d,trap] [--device D] [--out DIR]
-                                               the seed's claims side by side -> REPORT.md
-    lipkit summarize RUN [RUN ..]              markdown table of finished runs' final metrics
-    lipkit plot RUN [RUN ..] --metric M --out PNG
-                                               a metric against steps and wall-clock time
-"""
+"""`lipkit bound TARGET --input-shape C,H,W`: per-layer table, certified upper bound and
+empirical lower bound of a network (a run folder, a checkpoint, a saved module or a factory)."""
 from __future__ import annotations
 
 import argparse
@@ -27,22 +11,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from .bounds import BOUND_METHODS, lipschitz_bound
-from .cli_bench import add_bench_command
-from .cli_reproduce import add_reproduce_command
-from .cli_train import (  # noqa: F401  (re-exported: lipkit.cli.X keeps working)
-    add_config_arguments,
-    add_train_commands,
-    cmd_compare_clf,
-    cmd_train_clf,
-    cmd_train_gan,
-    config_from_args,
-    parse_floats,
-    parse_lams,
-    parse_pair,
-)
-from .lower_bound import lipschitz_lower_bound
-from .report import plot_curves, summary_table
+from ..bounds import BOUND_METHODS, lipschitz_bound, lipschitz_lower_bound
 
 
 def load_model(target: str) -> nn.Module:
@@ -51,7 +20,7 @@ def load_model(target: str) -> nn.Module:
     `package.module:factory`, a callable returning a module. Checkpoints are unpickled:
     load only files you trust."""
     if os.path.isdir(target):
-        from .train.checkpoint import load_latest
+        from ..train.checkpoint import load_latest
 
         state, _ = load_latest(Path(target))
         return _run_critic(state)
@@ -84,12 +53,12 @@ def _run_critic(state: dict) -> nn.Module:
     """The model of a training checkpoint, rebuilt from its config with its state loaded:
     the classifier of a train-clf run, the critic of a train-gan run."""
     if "reg" in state["config"]:
-        from .train.classify import ClfConfig, ClfTask
+        from ..train.classify import ClfConfig, ClfTask
 
         task = ClfTask(ClfConfig(**{**state["config"], "device": "cpu"}))
         task.load_state_dict(state["task"])
         return task.model
-    from .train.gan import GanConfig, GanTask
+    from ..train.gan import GanConfig, GanTask
 
     gan = GanTask(GanConfig(**{**state["config"], "device": "cpu"}))
     gan.load_state_dict(state["task"])
@@ -129,11 +98,9 @@ def cmd_bound(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="lipkit", description=__doc__.split("\n")[0])
-    sub = parser.add_subparsers(dest="command", required=True)
+def add_bound_command(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("bound", help="per-layer norms and the network's Lipschitz bounds")
-    p.add_argument("target", help="run folder or checkpoint of lipkit train-gan, a saved module, "
+    p.add_argument("target", help="run folder or checkpoint of lipkit train-gan / train-clf, a saved module, "
                    "or module:factory (e.g. lipkit.examples:mlp)")
     p.add_argument("--input-shape", type=parse_shape, required=True,
                    help="one sample's shape without batch dim, e.g. 3,32,32")
@@ -144,48 +111,3 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=100, help="gradient-ascent steps for the lower bound")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_bound)
-
-    add_train_commands(sub)
-    add_bench_command(sub)
-    add_reproduce_command(sub)
-
-    p = sub.add_parser("summarize", help="markdown table of the final metrics of finished runs")
-    p.add_argument("runs", nargs="+", help="run folders (each with summary.json and metrics.jsonl)")
-    p.set_defaults(func=cmd_summarize)
-    p = sub.add_parser("plot", help="PNG of a metric against steps and wall-clock time, several runs")
-    p.add_argument("runs", nargs="+", help="run folders")
-    p.add_argument("--metric", required=True, help="a metrics.jsonl column, e.g. w1, fid, hq_percent")
-    p.add_argument("--out", required=True, help="PNG file to write")
-    p.add_argument("--title", help="figure title (say which command made it)")
-    p.set_defaults(func=cmd_plot)
-    return parser
-
-
-def cmd_summarize(args: argparse.Namespace) -> int:
-    try:
-        print(summary_table(args.runs))
-    except ValueError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    return 0
-
-
-def cmd_plot(args: argparse.Namespace) -> int:
-    try:
-        plot_curves(args.runs, args.metric, args.out, args.title)
-    except ValueError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    print(f"wrote {args.out}")
-    return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    args = build_parser().parse_args(argv)
-    args.argv = argv  # compare-clf names its command in the table and plot captions
-    return args.func(args)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

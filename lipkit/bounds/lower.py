@@ -21,7 +21,7 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
-from .linalg import power_iteration, start_vector
+from ..norms.linalg import power_iteration, start_vector
 
 JACOBIAN_ITERS = 200  # at most this many power steps on each input's Jacobian...
 JACOBIAN_TOL = 1e-9  # ...stopping once every sample's estimate moved less than this

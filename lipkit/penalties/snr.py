@@ -39,8 +39,8 @@ import torch.nn as nn
 from torch import Tensor
 
 from ..constraints.spectral import WARMUP_MAX_ITER, WARMUP_TOL  # first call: the warm-up SN uses at registration
-from ..linalg import power_iteration, start_vector
-from ..spectral import weight_matrix
+from ..norms.linalg import power_iteration, start_vector
+from ..norms.measure import weight_matrix
 from .layers import WeightedLayer, Where, select_layers
 
 U_BUFFER = "_spectral_penalty_u"

@@ -24,9 +24,9 @@ import torch.fx as fx
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .layer_bounds import UnsupportedLayerError, has_layer_bound, layer_bound
-from .operators import CONV_TRANSPOSE
-from .spectral import spectral_norm
+from ..norms.measure import spectral_norm
+from ..norms.operators import CONV_TRANSPOSE
+from .layer_rules import UnsupportedLayerError, has_layer_bound, layer_bound
 
 BOUND_METHODS = ("gram", "exact")
 # The graph is probed at two batch sizes: a value whose leading dim does not follow the

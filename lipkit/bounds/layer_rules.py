@@ -20,8 +20,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .operators import BATCHNORM, CONV, CONV_TRANSPOSE, IDENTITY_LIKE
-from .spectral import operator_norm
+from ..norms.measure import operator_norm
+from ..norms.operators import BATCHNORM, CONV, CONV_TRANSPOSE, IDENTITY_LIKE
 
 
 class UnsupportedLayerError(TypeError):

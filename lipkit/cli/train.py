@@ -30,7 +30,7 @@ def parse_pair(text: str) -> tuple[float, float]:
 def add_config_arguments(parser: argparse.ArgumentParser, cls: type, skip: tuple[str, ...] = ()) -> None:
     """One --flag per config field (help: the field's comment). Every default is None, meaning
     "not given": the config file / resumed run / dataclass default then decides."""
-    from .train.run import field_help
+    from ..train.run import field_help
 
     helps = field_help(cls)
     for f in dataclasses.fields(cls):
@@ -52,7 +52,7 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls: type, skip: tuple
 def config_from_args(cls: type, args: argparse.Namespace) -> Any:
     """The config a train command runs: dataclass defaults < --config file (or, with --resume,
     OUT/config.json) < the flags given on the command line."""
-    from .train import load_config
+    from ..train import load_config
 
     given = {f.name: getattr(args, f.name) for f in dataclasses.fields(cls)
              if getattr(args, f.name, None) is not None}
@@ -70,7 +70,7 @@ def config_from_args(cls: type, args: argparse.Namespace) -> Any:
 
 
 def cmd_train_gan(args: argparse.Namespace) -> int:
-    from .train import CheckpointError, GanConfig, NonFiniteLossError, fit
+    from ..train import CheckpointError, GanConfig, NonFiniteLossError, fit
 
     try:
         config = config_from_args(GanConfig, args)
@@ -98,7 +98,7 @@ def parse_floats(text: str) -> tuple[float, ...]:
 
 def _clf_config(args: argparse.Namespace) -> Any:
     """ClfConfig from the flags; --epochs E becomes --steps (E passes over the training set)."""
-    from .train.classify import ClfConfig, steps_for_epochs
+    from ..train.classify import ClfConfig, steps_for_epochs
 
     config = config_from_args(ClfConfig, args)
     if args.epochs is not None:
@@ -109,8 +109,8 @@ def _clf_config(args: argparse.Namespace) -> Any:
 
 
 def cmd_train_clf(args: argparse.Namespace) -> int:
-    from .train import CheckpointError, NonFiniteLossError
-    from .train.classify import fit
+    from ..train import CheckpointError, NonFiniteLossError
+    from ..train.classify import fit
 
     try:
         config = _clf_config(args)
@@ -132,8 +132,8 @@ def parse_lams(text: str) -> dict[str, float]:
 
 
 def cmd_compare_clf(args: argparse.Namespace) -> int:
-    from .train import CheckpointError, NonFiniteLossError
-    from .train.compare import compare
+    from ..train import CheckpointError, NonFiniteLossError
+    from ..train.compare import compare
 
     try:
         base = _clf_config(args)
@@ -150,8 +150,8 @@ def cmd_compare_clf(args: argparse.Namespace) -> int:
 
 def add_train_commands(sub: argparse._SubParsersAction) -> None:
     """Add train-gan, train-clf and compare-clf to the `lipkit` sub-command parsers."""
-    from .train.gan import GanConfig
-    from .train.presets import CRITICS
+    from ..train.gan import GanConfig
+    from ..train.presets import CRITICS
 
     p = sub.add_parser("train-gan", help="train a WGAN with a critic preset (checkpoint, resume, metrics)",
                        description="Train a WGAN. Unset hyperparameters take the preset's published "
@@ -166,7 +166,7 @@ def add_train_commands(sub: argparse._SubParsersAction) -> None:
             action.choices = CRITICS
     p.set_defaults(func=cmd_train_gan)
 
-    from .train.classify import REGS, ClfConfig
+    from ..train.classify import REGS, ClfConfig
 
     p = sub.add_parser("train-clf", help="train a classifier with a Lipschitz regularizer; accuracy, "
                        "gap, Lipschitz bounds, PGD and certified robust accuracy",

@@ -10,7 +10,7 @@ import torch
 
 
 def add_reproduce_command(sub: argparse._SubParsersAction) -> None:
-    from .experiments.reproduce import CLAIMS
+    from ..experiments.reproduce import CLAIMS
 
     p = sub.add_parser("reproduce", help="run the seed's claims and write REPORT.md, results.json and figures",
                        description="Runs a fixed, seeded experiment per claim and writes OUT/REPORT.md (tables, "
@@ -35,7 +35,7 @@ def add_reproduce_command(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_reproduce(args: argparse.Namespace) -> int:
-    from .experiments.reproduce import parse_claims, reproduce
+    from ..experiments.reproduce import parse_claims, reproduce
 
     try:
         claims = parse_claims(args.claims)

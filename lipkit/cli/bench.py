@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-from .experiments.step_timing import MODES, format_tables, legacy_json, measure
+from ..experiments.step_timing import MODES, format_tables, legacy_json, measure
 
 
 def add_bench_arguments(parser: argparse.ArgumentParser) -> None:

@@ -1,0 +1,9 @@
+"""Whole-network Lipschitz bounds: the certified upper bound (network.py: an fx walk that
+multiplies per-layer rules), the per-layer rule registry (layer_rules.py: singledispatch,
+extended with register_layer_bound) and the empirical lower bound (lower.py)."""
+from .layer_rules import LayerRule, UnsupportedLayerError, register_layer_bound
+from .lower import lipschitz_lower_bound
+from .network import BOUND_METHODS, LayerRow, LipschitzBound, lipschitz_bound
+
+__all__ = ["BOUND_METHODS", "LayerRow", "LayerRule", "LipschitzBound", "UnsupportedLayerError",
+           "lipschitz_bound", "lipschitz_lower_bound", "register_layer_bound"]

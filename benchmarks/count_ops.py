@@ -4,7 +4,7 @@ A CPU proxy for a GPU's kernel launches per step (a GPU critic step is launch-bo
 benchmarks/README.md): on 2026-11-26 its ranking matched the H200's kernel counts, so use it
 to compare implementations before spending device time.
 
-    python benchmarks/count_ops.py plain torch-sn lipkit-sn
+    python benchmarks/count_ops.py none torch-sn sn
 """
 from __future__ import annotations
 
@@ -13,13 +13,13 @@ from collections import Counter
 
 from torch.profiler import ProfilerActivity, profile
 
-from lipkit.experiments.step_timing import MODES, batch_pair, build, make_step
+from lipkit.experiments.step_timing import batch_pair, build, make_step
+from lipkit.methods import method_names
 
 
 def top_level_ops(mode: str) -> Counter:
     real, fake = batch_pair(4, "cpu")
-    critic = build(mode, 4, "cpu", real)
-    step = make_step(mode, critic, real, fake)
+    step = make_step(mode, build(mode, 4, "cpu", real), real, fake)
     for _ in range(3):
         step()
     with profile(activities=[ProfilerActivity.CPU]) as prof:
@@ -28,10 +28,10 @@ def top_level_ops(mode: str) -> Counter:
 
 
 def main() -> None:
-    modes = sys.argv[1:] or ["plain", "torch-sn", "lipkit-sn"]
-    unknown = [m for m in modes if m not in MODES]
+    modes = sys.argv[1:] or ["none", "torch-sn", "sn"]
+    unknown = [m for m in modes if m not in method_names("critic")]
     if unknown:
-        raise SystemExit(f"unknown mode(s) {unknown}; choose from {MODES}")
+        raise SystemExit(f"unknown mode(s) {unknown}; choose critic methods from {method_names('critic')}")
     counts = {m: top_level_ops(m) for m in modes}
     base = counts[modes[0]]
     for mode in modes[1:]:

@@ -1,6 +1,6 @@
 """Where a critic step's time goes on a GPU, and how long the --full GAN runs will take.
 
-1. Per mode (plain, torch-sn, lipkit-sn, lipkit-sn-conv, gp, lipkit-sn+gp) at the anchor's
+1. Per mode (none = plain, torch-sn, sn, sn-conv, gp, sn+gp) at the anchor's
    critic (width 64, B=64): CUDA kernels per step and GPU-busy milliseconds (torch.profiler)
    next to the wall-clock step: the gap between them is host-side overhead (ANCHORS.md found
    torch's SN is overhead-bound: 652 kernels, 3.4 ms busy of 20.8 ms wall).
@@ -20,13 +20,12 @@ from torch.profiler import ProfilerActivity, profile
 
 from lipkit.experiments.step_timing import batch_pair, build, make_step, sync, time_steps
 
-PROBE_MODES = ("plain", "torch-sn", "lipkit-sn", "lipkit-sn-conv", "gp", "lipkit-sn+gp")
+PROBE_MODES = ("none", "torch-sn", "sn", "sn-conv", "gp", "sn+gp")
 
 
 def probe(mode: str, device: str, width: int = 64, batch: int = 64, steps: int = 50) -> str:
     real, fake = batch_pair(batch, device)
-    critic = build(mode, width, device, real)
-    step = make_step(mode, critic, real, fake)
+    step = make_step(mode, build(mode, width, device, real), real, fake)
     for _ in range(10):
         step()
     sync(device)

@@ -27,9 +27,9 @@ def batches(n: int = 4) -> tuple[torch.Tensor, torch.Tensor]:
 def built(mode: str) -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
     """A critic of `mode` after one step of `mode`."""
     real, fake = batches()
-    critic = step_timing.build(mode, WIDTH, "cpu", real)
-    step_timing.make_step(mode, critic, real, fake)()
-    return critic, real, fake
+    critic_and_method = step_timing.build(mode, WIDTH, "cpu", real)
+    step_timing.make_step(mode, critic_and_method, real, fake)()
+    return critic_and_method[0], real, fake
 
 
 def layers(critic: nn.Module) -> list[nn.Module]:
@@ -39,16 +39,17 @@ def layers(critic: nn.Module) -> list[nn.Module]:
 @pytest.mark.parametrize("mode", step_timing.MODES)
 def test_every_mode_builds_and_one_step_changes_the_parameters(mode):
     real, fake = batches()
-    critic = step_timing.build(mode, WIDTH, "cpu", real)
+    critic_and_method = step_timing.build(mode, WIDTH, "cpu", real)
+    critic = critic_and_method[0]
     before = [p.detach().clone() for p in critic.parameters()]
-    step_timing.make_step(mode, critic, real, fake)()
+    step_timing.make_step(mode, critic_and_method, real, fake)()
     after = list(critic.parameters())
     assert len(before) == len(after) > 0
     assert any(not torch.equal(b, a) for b, a in zip(before, after)), f"{mode}: the step changed nothing"
     assert torch.isfinite(critic(real)).all()
 
 
-@pytest.mark.parametrize("mode", ["torch-sn", "lipkit-sn", "torch-sn+gp", "lipkit-sn+gp"])
+@pytest.mark.parametrize("mode", ["torch-sn", "sn", "torch-sn+gp", "sn+gp"])
 def test_reshape_sn_modes_have_unit_reshaped_sigma_after_a_step(mode):
     critic, _, _ = built(mode)
     for layer in layers(critic):
@@ -72,7 +73,7 @@ def conv_operator_norm(layer: nn.Conv2d, shape: tuple[int, ...], iters: int = 10
 
 
 def test_sn_conv_mode_has_unit_operator_norm_after_a_step():
-    critic, real, _ = built("lipkit-sn-conv")
+    critic, real, _ = built("sn-conv")
     shapes: dict[nn.Module, tuple[int, ...]] = {}
 
     def record(layer: nn.Module, args: tuple) -> None:  # returns None: the input is left as is
@@ -88,9 +89,9 @@ def test_sn_conv_mode_has_unit_operator_norm_after_a_step():
 
 
 def test_measure_gives_plain_ratio_one_and_positive_times():
-    result = step_timing.measure(WIDTH, [4], steps=1, warmup=0, repeats=1, modes=["plain", "gp"], device="cpu")
+    result = step_timing.measure(WIDTH, [4], steps=1, warmup=0, repeats=1, modes=["none", "gp"], device="cpu")
     rows = result["per_batch"]["4"]
-    assert rows["plain"]["x_plain"] == 1.0
+    assert rows["none"]["x_plain"] == 1.0
     assert all(r["seconds"] > 0 and r["x_plain"] > 0 and len(r["repeats_s"]) == 1 for r in rows.values())
     assert result["width"] == WIDTH and result["torch"] == torch.__version__
     assert json.loads(json.dumps(result)) == result  # JSON-able as is (string batch keys)
@@ -99,15 +100,15 @@ def test_measure_gives_plain_ratio_one_and_positive_times():
 
 def test_measure_rejects_bad_sizes():
     with pytest.raises(ValueError, match="unknown mode"):
-        step_timing.measure(WIDTH, [4], 1, 0, 1, ["plain", "sn"])
+        step_timing.measure(WIDTH, [4], 1, 0, 1, ["none", "nope"])
     with pytest.raises(ValueError, match="steps, repeats >= 1"):
-        step_timing.measure(WIDTH, [4], 0, 0, 1, ["plain"])
+        step_timing.measure(WIDTH, [4], 0, 0, 1, ["none"])
     with pytest.raises(ValueError, match="not a device"):
-        step_timing.measure(WIDTH, [4], 1, 0, 1, ["plain"], device="nonsense")
+        step_timing.measure(WIDTH, [4], 1, 0, 1, ["none"], device="nonsense")
 
 
 def costs(gp: float, lipkit_sn: float, torch_sn: float) -> dict[str, float]:
-    return {"plain": 1.0, "gp": gp, "lipkit-sn": lipkit_sn, "torch-sn": torch_sn}
+    return {"none": 1.0, "gp": gp, "sn": lipkit_sn, "torch-sn": torch_sn}
 
 
 def test_decide_gives_each_verdict():
@@ -122,7 +123,7 @@ def test_decide_gives_each_verdict():
     # slower, but by less than the 1.2x margin
     assert step_cost.decide({"64": costs(1.1, 1.0, 1.0)})[0] == "mixed"
     with pytest.raises(ValueError, match="needs the modes"):
-        step_cost.decide({"64": {"plain": 1.0, "gp": 2.0}})
+        step_cost.decide({"64": {"none": 1.0, "gp": 2.0}})
 
 
 def test_settings_follow_the_device():
@@ -136,13 +137,13 @@ def test_settings_follow_the_device():
 
 def test_measure_restores_the_thread_count():
     before = torch.get_num_threads()
-    result = step_timing.measure(WIDTH, [2], steps=1, warmup=0, repeats=1, modes=["plain"], threads=1)
+    result = step_timing.measure(WIDTH, [2], steps=1, warmup=0, repeats=1, modes=["none"], threads=1)
     assert "(1 thread)" in result["device"] and torch.get_num_threads() == before
 
 
 def test_run_writes_numbers_table_and_figure(tmp_path: Path, monkeypatch):
     tiny = {"width": WIDTH, "batches": [4], "steps": 1, "warmup": 0, "repeats": 1,
-            "modes": ["plain", "gp", "lipkit-sn", "torch-sn"], "threads": None}
+            "modes": ["none", "gp", "sn", "torch-sn"], "threads": None}
     monkeypatch.setitem(step_cost.SETTINGS, "quick", tiny)
     claim = step_cost.run(Context(tmp_path, "quick", progress=False))
     assert claim.key == "c" and claim.rule == step_cost.RULE
@@ -157,9 +158,32 @@ def test_run_writes_numbers_table_and_figure(tmp_path: Path, monkeypatch):
 
 def test_lipkit_bench_cli_runs(capsys, tmp_path):
     out = tmp_path / "b.json"
-    args = ["bench", "--width", "4", "--batch", "4", "--steps", "1", "--repeats", "1", "--modes", "plain", "gp"]
+    args = ["bench", "--width", "4", "--batch", "4", "--steps", "1", "--repeats", "1", "--modes", "none", "gp"]
     assert main(args + ["--json", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "| mode (B=4) | ms/step | x plain |" in printed and "| gp |" in printed
-    assert set(json.loads(out.read_text())["ms"]) == {"B4_plain", "B4_gp"}
-    assert main(["bench", "--width", "4", "--batch", "0", "--modes", "plain"]) == 2
+    assert set(json.loads(out.read_text())["ms"]) == {"B4_none", "B4_gp"}
+    assert main(["bench", "--width", "4", "--batch", "0", "--modes", "none"]) == 2
+
+
+def test_bench_and_claim_c_time_the_update_train_gan_runs(monkeypatch, tmp_path):
+    """`lipkit bench`, claim (c) (both step_timing.measure) and train-gan's critic step all go
+    through lipkit.train.gan.critic_update: replace it once and every one of them calls the
+    replacement."""
+    from lipkit.train import GanConfig, GanTask, gan, resolve_config
+
+    calls: list[str] = []
+    original = gan.critic_update
+
+    def counting(critic, optimizer, method, *args):
+        calls.append(method.name)
+        return original(critic, optimizer, method, *args)
+
+    monkeypatch.setattr(gan, "critic_update", counting)
+    step_timing.measure(WIDTH, [2], steps=1, warmup=0, repeats=1, modes=["none", "sn+gp"])
+    assert calls == ["none", "sn+gp"]
+    calls.clear()
+    task = GanTask(resolve_config(GanConfig(out=str(tmp_path), critic="sn+gp", data="gaussians8", width=8,
+                                            batch_size=8, eval_samples=8, n_critic=2, progress=False)))
+    task.train_step(1)
+    assert calls == ["sn+gp", "sn+gp"]

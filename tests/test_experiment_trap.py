@@ -16,7 +16,7 @@ from lipkit.constraints import project_
 from lipkit.experiments import trap
 from lipkit.experiments.common import ClaimResult
 from lipkit.train import GanConfig, GanTask, resolve_config
-from lipkit.train.gan import PRESET_KEYS
+from lipkit.train.presets import PRESET_KEYS
 
 
 def normalized(model: nn.Module) -> nn.Module:

@@ -171,5 +171,5 @@ def test_domain_classifier_caches_and_scores(tmp_path: Path, one_thread: None) -
     assert fid(test.images, test.images, again) == pytest.approx(0.0, abs=1e-3) and close < far / 10
     with pytest.raises(ValueError, match="from_gan_range"):
         fid(test.images * 2 - 1, test.images, again)
-    with pytest.raises(ValueError, match="dataset='cifar'"):
+    with pytest.raises(ValueError, match="unknown data set 'cifar'"):
         domain_classifier("cifar", cache_dir=tmp_path)

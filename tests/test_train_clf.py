@@ -16,7 +16,8 @@ import torch.nn.functional as F
 
 import lipkit as lk
 from lipkit.cli import main
-from lipkit.train.classify import REGS, ClfConfig, ClfTask, fit, resolve_config, steps_for_epochs
+from lipkit.methods import method_names
+from lipkit.train.classify import ClfConfig, ClfTask, fit, resolve_config, steps_for_epochs
 from lipkit.train.compare import compare
 
 TRAIN_KEYS = ("loss", "loss_ce", "penalty", "batch_acc")
@@ -61,7 +62,9 @@ def test_each_penalty_changes_what_it_should_against_none() -> None:
     sigmas = lambda t: [float(torch.linalg.svdvals(w.flatten(1))[0]) for w in weights(t.model)]  # noqa: E731
     assert fro(trained("l2", lam=0.1, lr=1e-2)) < 0.5 * fro(none)
     excess = lambda t: sum(max(float(w.norm()) - 1.0, 0.0) ** 2 for w in weights(t.model))  # noqa: E731
-    assert excess(trained("frobenius", lam=1.0, max_norm=1.0, lr=1e-2)) < 0.5 * excess(none)
+    assert excess(trained("frobenius-penalty", lam=1.0, max_norm=1.0, lr=1e-2)) < 0.5 * excess(none)
+    for w in weights(trained("frobenius", max_norm=0.5, lr=1e-2).model):  # the constraint: projected each step
+        assert float(w.norm()) <= 0.5 * (1 + 1e-5)
     snr = sigmas(trained("snr", lam=0.1, lr=1e-2))
     assert all(s < n for s, n in zip(snr, sigmas(none))), (snr, sigmas(none))
     assert input_grad_norm(trained("igp", lam=1.0, lr=1e-2)) < 0.8 * input_grad_norm(none)
@@ -123,10 +126,12 @@ def test_config_checks_and_epochs() -> None:
     config = resolve_config(ClfConfig(data="digits"))
     assert (config.val_size, config.train_size, config.test_size, config.width, config.lam) == (287, 1150, 360, 32, 0.0)
     assert steps_for_epochs(tiny(), 2) == 2 * (128 // 32)
-    assert set(REGS) == {"none", "l2", "frobenius", "snr", "sn", "sn-conv", "igp", "wgnp"}
+    assert {"none", "l2", "frobenius", "frobenius-penalty", "snr", "sn", "sn-conv", "igp", "wgnp"} <= set(
+        method_names("classifier"))
+    assert "gp" not in method_names("classifier")  # a critic penalty: it needs a generated batch
     with pytest.raises(ValueError, match="reg='sn' adds no penalty"):
         resolve_config(tiny(reg="sn", lam=0.1))
-    with pytest.raises(ValueError, match="reg='dropout' is not allowed"):
+    with pytest.raises(ValueError, match="'dropout' is not a classifier method"):
         resolve_config(tiny(reg="dropout"))
     with pytest.raises(ValueError, match=r"val_size 500 \+ train_size 1000 > 1437"):
         resolve_config(tiny(val_size=500, train_size=1000))

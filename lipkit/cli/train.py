@@ -98,7 +98,7 @@ def parse_floats(text: str) -> tuple[float, ...]:
 
 def _clf_config(args: argparse.Namespace) -> Any:
     """ClfConfig from the flags; --epochs E becomes --steps (E passes over the training set)."""
-    from ..train.classify import ClfConfig, steps_for_epochs
+    from ..train.clf_config import ClfConfig, steps_for_epochs
 
     config = config_from_args(ClfConfig, args)
     if args.epochs is not None:
@@ -150,8 +150,10 @@ def cmd_compare_clf(args: argparse.Namespace) -> int:
 
 def add_train_commands(sub: argparse._SubParsersAction) -> None:
     """Add train-gan, train-clf and compare-clf to the `lipkit` sub-command parsers."""
+    from ..methods import method_names
     from ..train.gan import GanConfig
-    from ..train.presets import CRITICS
+
+    critics, regs = method_names("critic"), method_names("classifier")
 
     p = sub.add_parser("train-gan", help="train a WGAN with a critic preset (checkpoint, resume, metrics)",
                        description="Train a WGAN. Unset hyperparameters take the preset's published "
@@ -161,12 +163,12 @@ def add_train_commands(sub: argparse._SubParsersAction) -> None:
                    help="continue the run in --out exactly from its last good checkpoint "
                         "(its config.json; --steps may be raised)")
     add_config_arguments(p, GanConfig)
-    for action in p._actions:  # choices for the preset name, kept in one place (presets.CRITICS)
+    for action in p._actions:  # choices: the registry's critic methods (lipkit.methods)
         if action.dest == "critic":
-            action.choices = CRITICS
+            action.choices = critics
     p.set_defaults(func=cmd_train_gan)
 
-    from ..train.classify import REGS, ClfConfig
+    from ..train.clf_config import ClfConfig
 
     p = sub.add_parser("train-clf", help="train a classifier with a Lipschitz regularizer; accuracy, "
                        "gap, Lipschitz bounds, PGD and certified robust accuracy",
@@ -175,23 +177,23 @@ def add_train_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--config", help="a config.json to start from (flags given here override it)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out exactly from its last "
                    "good checkpoint (its config.json; --steps / --epochs may be raised)")
-    _clf_arguments(p, ClfConfig, REGS, skip=())
+    _clf_arguments(p, ClfConfig, regs, skip=())
     p.set_defaults(func=cmd_train_clf)
 
     p = sub.add_parser("compare-clf", help="train several --reg settings with the same seeds; one table "
                        "(markdown + CSV) and a plot of test vs certified robust accuracy",
                        description="Runs go to OUT/REG/seed-S (finished ones are reused, cut ones resumed).")
-    p.add_argument("--regs", type=lambda t: t.split(","), required=True, help=f"comma list from {REGS}")
+    p.add_argument("--regs", type=lambda t: t.split(","), required=True, help=f"comma list from {', '.join(regs)}")
     p.add_argument("--seeds", type=lambda t: [int(s) for s in t.split(",")], default=[0, 1, 2],
                    help="comma list of seeds (default: 0,1,2)")
     p.add_argument("--lams", type=parse_lams, default=None, help="fixed lambdas, e.g. l2=1e-4,snr=0.01 "
-                   "(unset regs: classify.DEFAULT_LAM)")
+                   "(unset regs: the method's default lam)")
     p.add_argument("--tune", action="store_true", help="choose each penalty's lambda on the validation split "
                    "(first seed, best final val accuracy over --grid)")
     p.add_argument("--grid", type=parse_floats, default=None, help="lambda grid for --tune, the same for every "
-                   "reg (default: compare.DEFAULT_GRID per reg)")
+                   "reg (default: each method's grid)")
     p.add_argument("--config", help="a config.json to start from (flags given here override it)")
-    _clf_arguments(p, ClfConfig, REGS, skip=("reg", "lam", "seed"))
+    _clf_arguments(p, ClfConfig, regs, skip=("reg", "lam", "seed"))
     for action in p._actions:
         if action.dest == "out":
             action.required, action.help = True, "folder for the runs, the tables and the plot"

@@ -7,13 +7,13 @@ conditional GANs. Image sets: sklearn's digits (ships with scikit-learn) and MNI
 files (Fashion-MNIST from Debian's dataset-fashion-mnist). Every sampler takes a
 torch.Generator, so a run is reproducible and its RNG state can be checkpointed;
 `TensorBatches` / `SampleBatches` are batch streams whose state_dict() resumes exactly.
+Every set is one entry of the registry (registry.py): get_data(name), register_data(DataSpec(...)).
 """
 from .batches import SampleBatches, TensorBatches
 from .images import (
     FASHION_MNIST_DIR,
     IDX_DTYPES,
     IDX_FILES,
-    IMAGE_NAMES,
     SPLITS,
     ImageSet,
     from_gan_range,
@@ -23,19 +23,22 @@ from .images import (
     read_idx,
     to_gan_range,
 )
-from .registry import make_dataset
-from .toy import TOY_NAMES, SwissRoll, ToyMixture, gaussians8, gaussians25, rings
+from .registry import DataSpec, data_names, get_data, make_dataset, register_data, unregister_data
+from .toy import SwissRoll, ToyMixture, gaussians8, gaussians25, rings
 
 __all__ = [
+    "DataSpec",
+    "data_names",
+    "get_data",
+    "register_data",
+    "unregister_data",
     "FASHION_MNIST_DIR",
     "IDX_DTYPES",
     "IDX_FILES",
-    "IMAGE_NAMES",
     "ImageSet",
     "SPLITS",
     "SampleBatches",
     "SwissRoll",
-    "TOY_NAMES",
     "TensorBatches",
     "ToyMixture",
     "from_gan_range",

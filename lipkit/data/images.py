@@ -20,7 +20,6 @@ IDX_FILES = {  # (images, labels) per split; the standard MNIST / Fashion-MNIST 
 }
 # idx type byte -> big-endian numpy dtype (http://yann.lecun.com/exdb/mnist/ "THE IDX FILE FORMAT")
 IDX_DTYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
-IMAGE_NAMES = ("digits", "fashion-mnist", "mnist")
 SPLITS = ("train", "test")
 
 

@@ -15,8 +15,6 @@ from torch import Tensor
 
 from .checks import _check_count, _check_generator
 
-TOY_NAMES = ("gaussians8", "gaussians25", "swissroll", "rings")
-
 
 @dataclass(frozen=True)
 class ToyMixture:

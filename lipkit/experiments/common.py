@@ -95,9 +95,9 @@ def verdict_of(supported: bool, refuted: bool) -> str:
 
 def metric_of(data: str) -> str:
     """The GAN quality metric of a data set: exact W1 on 2-D data, FID on images (lower is better)."""
-    from ..train.gan import is_toy
+    from ..data import get_data
 
-    return "w1" if is_toy(data) else "fid"
+    return "w1" if get_data(data).is_toy else "fid"
 
 
 def fmt(value: Any, digits: int = 3) -> str:

@@ -167,7 +167,7 @@ def _final_samples(task: Any) -> tuple[Tensor, Tensor, Tensor]:
     from ..train.gan_eval import EVAL_SEED_OFFSET, sample
 
     gen = torch.Generator().manual_seed(task.config.seed + EVAL_SEED_OFFSET)
-    fake = sample(task, task.held_out.shape[0], task.held_out_labels, gen)
+    fake = sample(task.generator, task.held_out.shape[0], task.held_out_labels, gen, task.device)
     return task.held_out, fake, task.held_out_labels
 
 

@@ -14,9 +14,9 @@ from typing import Any
 
 from .common import ClaimResult, Context, Figure, fmt, markdown_table, verdict_of
 from .plots import plot_step_cost
-from .step_timing import MODES, is_cuda, measure
+from .step_timing import MODES, PLAIN, is_cuda, measure
 
-SN_MODES = ("lipkit-sn", "torch-sn")  # the two SN implementations the claim is read on
+SN_MODES = ("sn", "torch-sn")  # the two SN implementations the claim is read on
 SLOWER = 1.2  # GP must cost at least this many SN steps for "slower" (below: noise or a tie)
 NOT_SLOWER = 1.0  # GP at most this many SN steps: SN as slow or slower
 
@@ -59,7 +59,7 @@ def settings_for(profile: str, device: str) -> dict[str, Any]:
 
 def decide(per_batch: Mapping[Any, Mapping[str, float]]) -> tuple[str, str]:
     """The verdict of RULE from per-batch, per-mode step costs (seconds, or x plain: only
-    ratios between modes of one batch size are read). Needs "gp", "lipkit-sn", "torch-sn"."""
+    ratios between modes of one batch size are read). Needs "gp", "sn", "torch-sn"."""
     if not per_batch:
         raise ValueError("no batch size measured")
     ratios = {}
@@ -71,7 +71,7 @@ def decide(per_batch: Mapping[Any, Mapping[str, float]]) -> tuple[str, str]:
     slower = all(r[sn] >= SLOWER for r in ratios.values() for sn in SN_MODES)
     not_slower = all(r[sn] <= NOT_SLOWER for r in ratios.values() for sn in SN_MODES)
     verdict = verdict_of(slower, not_slower)
-    read = "; ".join(f"B={b}: GP/lipkit-SN {r['lipkit-sn']:.2f}x, GP/torch-SN {r['torch-sn']:.2f}x"
+    read = "; ".join(f"B={b}: GP/lipkit-SN {r['sn']:.2f}x, GP/torch-SN {r['torch-sn']:.2f}x"
                      for b, r in ratios.items())
     why = {"supported": f"GP >= {SLOWER}x both SN steps at every batch size",
            "not supported": f"GP <= {NOT_SLOWER}x both SN steps at every batch size",
@@ -81,14 +81,14 @@ def decide(per_batch: Mapping[Any, Mapping[str, float]]) -> tuple[str, str]:
 
 def derived_ratios(per_batch: Mapping[str, Mapping[str, Mapping[str, Any]]]) -> dict[str, dict[str, float | None]]:
     """Per batch: GP over each SN, and each method's cost over plain (the second-order
-    gradient's extra cost is gp/plain; lipkit-sn+gp over lipkit-sn is the same on top of SN)."""
+    gradient's extra cost is gp/plain; sn+gp over sn is the same on top of SN)."""
     out: dict[str, dict[str, float | None]] = {}
     for batch, rows in per_batch.items():
         sec = {m: row["seconds"] for m, row in rows.items()}
         entry: dict[str, float | None] = {f"gp/{sn}": _ratio(sec, "gp", sn) for sn in SN_MODES}
-        for mode in ("gp", "gp1", *SN_MODES, "lipkit-sn-conv"):
-            entry[f"{mode}/plain"] = _ratio(sec, mode, "plain")
-        entry["lipkit-sn+gp/lipkit-sn"] = _ratio(sec, "lipkit-sn+gp", "lipkit-sn")
+        for mode in ("gp", "gp1", *SN_MODES, "sn-conv"):
+            entry[f"{mode}/plain"] = _ratio(sec, mode, PLAIN)
+        entry["sn+gp/sn"] = _ratio(sec, "sn+gp", "sn")
         entry["torch-sn+gp/torch-sn"] = _ratio(sec, "torch-sn+gp", "torch-sn")
         out[batch] = entry
     return out
@@ -134,7 +134,7 @@ def run(ctx: Context) -> ClaimResult:
 
 
 def _caption(result: Mapping[str, Any], verdict: str, ratios: Mapping[str, Mapping[str, Any]]) -> str:
-    gaps = "; ".join(f"B={b}: GP {fmt(r['gp/lipkit-sn'])}x lipkit SN, {fmt(r['gp/torch-sn'])}x torch SN"
+    gaps = "; ".join(f"B={b}: GP {fmt(r['gp/sn'])}x lipkit SN, {fmt(r['gp/torch-sn'])}x torch SN"
                      for b, r in ratios.items())
     return (f"Time of one WGAN critic step per Lipschitz method, as a multiple of a plain step timed in "
             f"the same call (median of {result['repeats']} interleaved repeats of {result['steps']} steps; "
@@ -143,7 +143,7 @@ def _caption(result: Mapping[str, Any], verdict: str, ratios: Mapping[str, Mappi
 
 
 def _notes(result: Mapping[str, Any], ratios: Mapping[str, Mapping[str, Any]]) -> list[str]:
-    extra = "; ".join(f"B={b}: GP {fmt(r['gp/plain'])}x plain, lipkit SN {fmt(r['lipkit-sn/plain'])}x, "
+    extra = "; ".join(f"B={b}: GP {fmt(r['gp/plain'])}x plain, lipkit SN {fmt(r['sn/plain'])}x, "
                       f"torch SN {fmt(r['torch-sn/plain'])}x" for b, r in ratios.items())
     return [
         f"Cost over a plain step ({extra}). GP's extra cost is a third critic forward on the "

@@ -1,10 +1,12 @@
 """Time one WGAN critic step per Lipschitz method, side by side: what `lipkit bench`,
 benchmarks/bench_critic_step.py, benchmarks/gpu_probe.py and claim (c) (step_cost.py) share.
 
-The critic is the DCGAN-style network of the GPU anchor benchmark
-(lipkit.examples.dcgan_critic: 7 convs up to 8*width channels + linear, 32x32x3 inputs,
-Adam). One step = D(fake).mean() - D(real).mean() [+ 10 * penalty], backward, optimizer
-step [, projection].
+A mode is a critic method of the registry (lipkit.methods), and one step is train-gan's own
+critic update (lipkit.train.gan.critic_update: D(fake).mean() - D(real).mean() + the method's
+penalties, backward, the method's optimizer with its published settings, its after-step
+projections) on fixed real and fake batches. The critic is the DCGAN-style network of the
+GPU anchor benchmark (lipkit.models.examples.dcgan_critic: 7 convs up to 8*width channels +
+linear, 32x32x3 inputs); "none" is the plain step every ratio is taken to.
 
 Timing discipline: the modes are interleaved over repeats (machine drift hits all alike),
 each repeat builds a fresh critic, times `steps` steps after `warmup` untimed ones, and
@@ -21,16 +23,14 @@ from typing import Any, Iterator
 
 import torch
 import torch.nn as nn
-from torch.nn.utils.parametrizations import spectral_norm as torch_sn
 
-from .. import constraints, penalties
+from ..methods import AppliedMethod, apply_method, method_names
 from ..models.examples import dcgan_critic
+from ..train import gan
+from ..train.presets import make_optimizer, preset_defaults
 
-MODES = (
-    "plain", "clip", "torch-sn", "lipkit-sn", "lipkit-sn-conv",
-    "gp", "gp1", "lipkit-sn+gp", "torch-sn+gp",
-)
-GP_LAMBDA = 10.0
+PLAIN = "none"  # the method every ratio is taken to
+MODES = ("none", "clip", "torch-sn", "sn", "sn-conv", "gp", "gp1", "sn+gp", "torch-sn+gp")  # the default set
 
 
 def is_cuda(device: str) -> bool:
@@ -44,38 +44,27 @@ def device_name(device: str) -> str:
     return f"{device} ({threads} thread{'s' if threads != 1 else ''})"
 
 
-def build(mode: str, width: int, device: str, real: torch.Tensor) -> nn.Module:
-    """The benchmark critic on `device`, constrained as `mode` says (seed 0: every mode
-    starts from the same weights)."""
+def build(mode: str, width: int, device: str, real: torch.Tensor) -> tuple[nn.Module, AppliedMethod]:
+    """The benchmark critic on `device`, constrained as critic method `mode` says with its
+    published hyperparameters (seed 0: every mode starts from the same weights)."""
     critic = dcgan_critic(width=width).to(device)
-    if mode.startswith("torch-sn"):
-        for m in critic.modules():
-            if isinstance(m, (nn.Conv2d, nn.Linear)):
-                torch_sn(m)
-    elif mode.startswith("lipkit-sn-conv"):
-        constraints.constrain(critic, "spectral", operator="conv")
-        critic(real[:1])  # the conv operator learns its input shape from a first forward
-    elif mode.startswith("lipkit-sn"):
-        constraints.constrain(critic, "spectral")
-    elif mode == "clip":
-        constraints.constrain(critic, "clip", mode="project", c=0.01)
-    return critic
+    method = apply_method(critic, mode, preset_defaults(mode, toy=False), "critic")
+    with torch.no_grad():
+        critic(real[:1])  # shapes the conv operator learns from a first forward: not a step's cost
+    return critic, method
 
 
-def make_step(mode: str, critic: nn.Module, real: torch.Tensor, fake: torch.Tensor) -> Callable[[], None]:
-    """One critic update of `mode` on fixed batches, as a closure (Adam as in WGAN-GP)."""
-    opt = torch.optim.Adam(critic.parameters(), 2e-4, betas=(0.0, 0.9))
-    with_gp = mode in ("gp", "gp1") or mode.endswith("+gp")
+def make_step(mode: str, built: tuple[nn.Module, AppliedMethod], real: torch.Tensor,
+              fake: torch.Tensor) -> Callable[[], None]:
+    """One critic update of `mode` on fixed batches, as a closure: train-gan's critic_update with
+    the method's own optimizer (fresh state per closure)."""
+    critic, method = built
+    hp = preset_defaults(mode, toy=False)
+    opt = make_optimizer(critic.parameters(), hp, hp["lr"])
+    penalty_rng = torch.Generator().manual_seed(0)
 
     def step() -> None:
-        opt.zero_grad(set_to_none=True)
-        loss = critic(fake).mean() - critic(real).mean()
-        if with_gp:
-            loss = loss + GP_LAMBDA * penalties.gradient_penalty(critic, real, fake, one_sided=mode == "gp1")
-        loss.backward()
-        opt.step()
-        if mode == "clip":
-            constraints.project_(critic)
+        gan.critic_update(critic, opt, method, real, fake, None, penalty_rng)  # train-gan's own update
 
     return step
 
@@ -124,9 +113,10 @@ def _check_sizes(batches: Sequence[int], steps: int, warmup: int, repeats: int, 
         torch.device(device)
     except RuntimeError as err:
         raise ValueError(f"{device!r} is not a device: {err}") from None
-    unknown = [m for m in modes if m not in MODES]
+    allowed = method_names("critic")
+    unknown = [m for m in modes if m not in allowed]
     if unknown:
-        raise ValueError(f"unknown mode(s) {unknown}; choose from {list(MODES)}")
+        raise ValueError(f"unknown mode(s) {unknown}; choose critic methods from {list(allowed)}")
     if not modes or not batches:
         raise ValueError("give at least one mode and one batch size")
     if min(batches) < 1 or steps < 1 or repeats < 1 or warmup < 0:
@@ -155,7 +145,7 @@ def measure(width: int, batches: Sequence[int], steps: int, warmup: int, repeats
 
     Returns {"device", "torch", "width", "batches", "steps", "warmup", "repeats", "modes",
     "per_batch": {"<batch>": {mode: {"seconds": median s/step, "ms": the same in ms,
-    "x_plain": median / plain's median (None without "plain"), "repeats_s": [...]}}}}.
+    "x_plain": median / the "none" mode's median (None without it), "repeats_s": [...]}}}}.
     Batch keys are strings so the dict is the same after a JSON round trip.
     """
     modes = list(modes)
@@ -164,7 +154,7 @@ def measure(width: int, batches: Sequence[int], steps: int, warmup: int, repeats
     # One critic per mode for the whole call: building (lipkit's SN runs power iteration to
     # convergence at registration, seconds for the conv operator on a CPU) is not a step's
     # cost, and the input shape the conv operator learns does not depend on the batch size.
-    critics: dict[str, nn.Module] = {}
+    critics: dict[str, tuple[nn.Module, AppliedMethod]] = {}
     with _cudnn_benchmark(device), _threads(threads):
         for batch in batches:
             real, fake = batch_pair(batch, device)
@@ -183,7 +173,7 @@ def measure(width: int, batches: Sequence[int], steps: int, warmup: int, repeats
 
 
 def _summarize(times: Mapping[str, list[float]]) -> dict[str, dict[str, Any]]:
-    base = statistics.median(times["plain"]) if "plain" in times else None
+    base = statistics.median(times[PLAIN]) if PLAIN in times else None
     out = {}
     for mode, values in times.items():
         med = statistics.median(values)

@@ -153,7 +153,8 @@ def gaps_over_checkpoints(config: GanConfig) -> dict[int, dict[str, Any]]:
         state = load_checkpoint(path)
         task.load_state_dict(state["task"])
         n = min(resolved.batch_size, task.held_out.shape[0])
-        fake = sample(task, n, None, torch.Generator().manual_seed(resolved.seed + EVAL_SEED_OFFSET))
+        fake = sample(task.generator, n, None, torch.Generator().manual_seed(resolved.seed + EVAL_SEED_OFFSET),
+                      task.device)
         out[int(state["step"])] = gradient_gap(task.critic, task.held_out[:n].to(task.device),
                                                fake.to(task.device))
     return out

@@ -14,16 +14,18 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
+if TYPE_CHECKING:
+    from ..data import DataSpec
+
 ARCH_VERSION = 2  # bump when FeatureCNN changes: old caches then stop matching
 FEATURE_DIM = 128
-DEFAULT_EPOCHS = {"digits": 20, "fashion-mnist": 5, "mnist": 5}
-DEFAULT_BATCH = {"digits": 32, "fashion-mnist": 128, "mnist": 128}  # digits: 1437 images, small batches
 LEARNING_RATE = 1e-3
 EVAL_BATCH = 1000
 
@@ -124,34 +126,35 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "lipkit"
 
 
-def domain_classifier(dataset: str = "digits", *, cache_dir: str | Path | None = None, epochs: int | None = None,
-                      seed: int = 0, root: str | Path | None = None, retrain: bool = False) -> DomainClassifier:
-    """The cached classifier of `dataset` (digits, fashion-mnist, mnist), trained on first use.
+def domain_classifier(dataset: "str | DataSpec" = "digits", *, cache_dir: str | Path | None = None,
+                      epochs: int | None = None, seed: int = 0, retrain: bool = False) -> DomainClassifier:
+    """The cached classifier of an image set (a registered name, an idx folder or a DataSpec),
+    trained on first use with the set's feature_epochs / feature_batch.
 
-    The cache key covers (dataset, ARCH_VERSION, epochs, seed, training-set size); the file
+    The cache key covers (data set, ARCH_VERSION, epochs, seed, training-set size); the file
     is written atomically, so an interrupted run never leaves a half-written classifier.
     """
-    from ..data import IMAGE_NAMES, make_dataset
+    from ..data import DataSpec, data_names, get_data
 
-    if dataset not in IMAGE_NAMES:
-        raise ValueError(f"dataset={dataset!r}: expected one of {IMAGE_NAMES}")
-    epochs = DEFAULT_EPOCHS[dataset] if epochs is None else epochs
-    options = {} if root is None or dataset == "digits" else {"root": root}
-    train = make_dataset(dataset, split="train", **options)
-    test = make_dataset(dataset, split="test", **options)
-    key = {"dataset": dataset, "arch": ARCH_VERSION, "epochs": epochs, "batch_size": DEFAULT_BATCH[dataset],
+    spec = dataset if isinstance(dataset, DataSpec) else get_data(dataset)
+    if spec.is_toy:
+        raise ValueError(f"dataset={spec.name!r} is a 2-D toy set; FID features need an image set: "
+                         f"{', '.join(data_names('image'))} or an idx folder")
+    epochs = spec.feature_epochs if epochs is None else epochs
+    train, test = spec.split("train"), spec.split("test")
+    key = {"dataset": spec.cache_name, "arch": ARCH_VERSION, "epochs": epochs, "batch_size": spec.feature_batch,
            "seed": seed, "n_train": len(train)}
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
-    path = Path(cache_dir or default_cache_dir()) / f"classifier-{dataset}-{digest}.pt"
+    path = Path(cache_dir or default_cache_dir()) / f"classifier-{spec.cache_name}-{digest}.pt"
     if path.is_file() and not retrain:
         saved = torch.load(path, map_location="cpu", weights_only=True)
         model = FeatureCNN(saved["num_classes"], saved["in_channels"])
         model.load_state_dict(saved["state_dict"])
-        return DomainClassifier(model.eval(), dataset, saved["test_accuracy"], saved["train_seconds"], path)
+        return DomainClassifier(model.eval(), spec.name, saved["test_accuracy"], saved["train_seconds"], path)
     start = time.perf_counter()
     model, accuracy = train_classifier(train.images, train.labels, test.images, test.labels,
                                        num_classes=train.num_classes, epochs=epochs,
-                                       batch_size=DEFAULT_BATCH[dataset], seed=seed)
+                                       batch_size=spec.feature_batch, seed=seed)
     seconds = time.perf_counter() - start
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = {"state_dict": model.state_dict(), "num_classes": train.num_classes,
@@ -159,4 +162,4 @@ def domain_classifier(dataset: str = "digits", *, cache_dir: str | Path | None =
     with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".tmp", delete=False) as handle:
         torch.save(payload, handle)
     os.replace(handle.name, path)  # atomic on POSIX: readers see the old file or the new one
-    return DomainClassifier(model, dataset, accuracy, seconds, path)
+    return DomainClassifier(model, spec.name, accuracy, seconds, path)

@@ -1,14 +1,15 @@
-"""Training: the run skeleton shared by every command (run.py) and WGAN training (gan.py)."""
+"""Training: the run skeleton shared by every command (run.py, checkpoint.py), WGAN training
+(gan_config.py, gan.py, gan_eval.py), classifier training (clf_config.py, classify.py) and
+compare-clf (compare.py). Methods come from lipkit.methods, data sets from lipkit.data."""
 from .checkpoint import CheckpointError, load_latest, save_checkpoint
-from .gan import GanConfig, GanTask, critic_step, fit, generator_step, resolve_config
-from .presets import CRITICS, apply_preset, preset_defaults
+from .gan import GanConfig, GanTask, critic_step, critic_update, fit, generator_step, resolve_config
+from .presets import preset_defaults
 from .run import NonFiniteLossError, RunConfig, load_config, run
 
 __all__ = [
-    "apply_preset",
     "CheckpointError",
     "critic_step",
-    "CRITICS",
+    "critic_update",
     "fit",
     "GanConfig",
     "GanTask",

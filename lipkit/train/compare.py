@@ -23,11 +23,14 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .classify import CONSTRAINT_REGS, REGS, ClfConfig, fit, resolve_config
+from ..methods import get_method, method_names
+from .classify import ClfConfig, fit, resolve_config
 from .reuse import run_or_reuse
 
-DEFAULT_GRID = {"l2": (1e-5, 1e-4, 1e-3), "frobenius": (1e-4, 1e-3, 1e-2), "snr": (1e-3, 1e-2, 1e-1),
-                "igp": (1e-2, 1e-1, 1.0), "wgnp": (1e-3, 1e-2, 1e-1)}
+
+def has_lambda(reg: str) -> bool:
+    """Whether method `reg` adds a penalty (so it has a lambda to set or tune)."""
+    return bool(get_method(reg, "classifier").penalties)
 
 
 def metric_columns(eps: Sequence[float]) -> list[str]:
@@ -43,7 +46,7 @@ def run_once(config: ClfConfig) -> dict[str, Any]:
 
 def tune_lambda(base: ClfConfig, reg: str, grid: Sequence[float], out: Path) -> tuple[float, list[dict[str, Any]]]:
     """Best lambda for `reg` by final validation accuracy (first seed; ties: smaller lambda)."""
-    if reg in CONSTRAINT_REGS:
+    if not has_lambda(reg):
         raise ValueError(f"reg={reg!r} has no lambda to tune")
     if not grid or any(not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0) for v in grid):
         raise ValueError(f"the lambda grid of {reg} must be finite numbers >= 0, got {list(grid)!r}")
@@ -62,16 +65,17 @@ def compare(base: ClfConfig, regs: Sequence[str], seeds: Sequence[int], out: str
             lams: dict[str, float] | None = None, tune: bool = False,
             grids: dict[str, Sequence[float]] | None = None, command: str | None = None) -> list[dict[str, Any]]:
     """Train every reg with every seed (sequentially) and write the table and plot; returns
-    the table rows. lams: fixed lambdas per reg (default: classify.DEFAULT_LAM); tune=True
-    chooses them on the validation split instead (grids: per reg, default DEFAULT_GRID)."""
-    lams, grids = dict(lams or {}), {**DEFAULT_GRID, **(grids or {})}
-    bad = [r for r in regs if r not in REGS]
+    the table rows. lams: fixed lambdas per reg (default: the method's classifier lam); tune=True
+    chooses them on the validation split instead (grids: per reg, default the method's grid)."""
+    allowed = method_names("classifier")
+    bad = [r for r in regs if r not in allowed]
     if not regs or bad or len(set(regs)) != len(regs):
-        raise ValueError(f"regs must be distinct names from {REGS}, got {list(regs)!r}")
+        raise ValueError(f"regs must be distinct names from {allowed}, got {list(regs)!r}")
+    lams, grids = dict(lams or {}), {**{r: get_method(r).grid for r in regs}, **(grids or {})}
     if not seeds or len(set(seeds)) != len(seeds) or any(isinstance(s, bool) or not isinstance(s, int) or s < 0
                                                           for s in seeds):
         raise ValueError(f"seeds must be distinct ints >= 0, got {list(seeds)!r}")
-    extra = sorted(set(lams) - set(regs)) + sorted(r for r in lams if r in CONSTRAINT_REGS)
+    extra = sorted(set(lams) - set(regs)) + sorted(r for r in lams if r in regs and not has_lambda(r))
     if extra:
         raise ValueError(f"lams given for {extra}: only for penalty regs that are compared ({list(regs)})")
     if tune and lams:
@@ -81,7 +85,7 @@ def compare(base: ClfConfig, regs: Sequence[str], seeds: Sequence[int], out: str
     chosen: dict[str, float | None] = {}
     tuning: list[dict[str, Any]] = []
     for reg in regs:
-        if tune and reg not in CONSTRAINT_REGS:
+        if tune and has_lambda(reg):
             chosen[reg], rows = tune_lambda(dataclasses.replace(base, seed=seeds[0]), reg, grids[reg], out)
             tuning += rows
         else:

@@ -4,7 +4,8 @@ Kept cheap on a CPU: a fixed number of samples (config.eval_samples), a short lo
 search, the certified upper bound only at the end. Samples come from a generator seeded by
 config.seed alone (the same z at every evaluation, so PNGs show progress on fixed noise)
 and the generator runs in eval mode (BatchNorm running statistics), so evaluating never
-changes a training stream or parameter.
+changes a training stream or parameter. GanEvaluator holds what evaluation reads (config,
+the two networks, the data set and its held-out points), not the training task.
 - 2-D: exact W1 to held-out real points, modes covered and %HQ (mixtures), and for a
   conditional run the nearest-mode class accuracy and the per-class W1 (mean, max).
 - images: FID/KID in the cached lipkit classifier's feature space, class accuracy.
@@ -12,10 +13,10 @@ changes a training stream or parameter.
 """
 from __future__ import annotations
 
-import hashlib
 import math
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 import torch.nn as nn
@@ -23,9 +24,8 @@ from torch import Tensor
 
 from .. import data as lkdata
 from ..bounds import lipschitz_bound, lipschitz_lower_bound
-
-if TYPE_CHECKING:
-    from .gan import GanTask
+from ..data import get_data
+from .gan_config import GanConfig
 
 EVAL_SEED_OFFSET = 104_729  # eval noise stream: seed + this (disjoint from training streams)
 LOWER_BOUND_POINTS = 32  # real and as many fake points start the lower-bound search
@@ -46,114 +46,113 @@ class FixedLabel(nn.Module):
 
 
 @torch.no_grad()
-def sample(task: "GanTask", n: int, labels: Tensor | None, generator: torch.Generator) -> Tensor:
-    """n generated samples in eval mode (labels: one per sample for a conditional run)."""
-    was_training = task.generator.training
-    task.generator.eval()
+def sample(generator: nn.Module, n: int, labels: Tensor | None, noise: torch.Generator,
+           device: torch.device | str) -> Tensor:
+    """n samples of `generator` in eval mode, on the CPU (labels: one per sample when conditional)."""
+    was_training = generator.training
+    generator.eval()
     try:
-        z = torch.randn(n, task.generator.noise_dim, generator=generator).to(task.device)
-        y = labels.to(task.device) if labels is not None else None
-        return task.generator(z, y).cpu()
+        z = torch.randn(n, generator.noise_dim, generator=noise).to(device)
+        y = labels.to(device) if labels is not None else None
+        return generator(z, y).cpu()
     finally:
-        task.generator.train(was_training)
+        generator.train(was_training)
 
 
-def evaluate(task: "GanTask", step: int, folder: Path) -> dict[str, float]:
-    """Metrics at `step` and a samples PNG in `folder`."""
-    c = task.config
-    gen = torch.Generator().manual_seed(c.seed + EVAL_SEED_OFFSET)
-    labels = task.held_out_labels if c.conditional else None
-    fake = sample(task, task.held_out.shape[0], labels, gen)
-    if not torch.isfinite(fake).all():
-        return {"eval_non_finite_samples": 1.0}
-    toy = fake.dim() == 2
-    metrics = toy_metrics(task, fake, labels) if toy else image_metrics(task, fake, labels)
-    metrics["critic_lower_bound"] = critic_lower_bound(task, fake, labels)
-    if toy:
-        save_scatter(folder / f"samples-{step:08d}.png", task.held_out, fake, labels, step, c.data)
-    else:
-        grid_labels = None
-        if c.conditional:
-            grid_labels = torch.arange(GRID_SIDE * GRID_SIDE) // GRID_SIDE % task.num_classes
-        grid = sample(task, GRID_SIDE * GRID_SIDE, grid_labels, gen)
-        save_grid(folder / f"samples-{step:08d}.png", grid)
-    return metrics
+@dataclass
+class GanEvaluator:
+    """Everything a WGAN evaluation reads; the networks are the training task's own objects."""
 
+    config: GanConfig
+    critic: nn.Module
+    generator: nn.Module
+    dataset: Any  # the training set (toy mixtures: centers and std for the mode metrics)
+    held_out: Tensor  # held-out real points / test images in [-1, 1]
+    held_out_labels: Tensor | None
+    num_classes: int
+    device: torch.device
+    _classifier: Any = field(default=None, repr=False)  # cached FID feature network
 
-def toy_metrics(task: "GanTask", fake: Tensor, labels: Tensor | None) -> dict[str, float]:
-    from ..metrics import conditional_accuracy, mode_coverage, per_class_w1, wasserstein1
-
-    real = task.held_out
-    out = {"w1": wasserstein1(fake, real)}
-    centers = getattr(task.dataset, "centers", None)
-    if centers is not None:
-        coverage = mode_coverage(fake, centers, task.dataset.std)
-        out.update(modes_covered=float(coverage.modes_covered), hq_percent=coverage.hq_percent)
-        if labels is not None:
-            out["class_accuracy"] = conditional_accuracy(fake, labels, centers)
-            per_class = per_class_w1(fake, labels, real, task.held_out_labels, task.num_classes)
-            finite = per_class[torch.isfinite(per_class)]
-            out.update(w1_class_mean=float(finite.mean()) if len(finite) else math.nan,
-                       w1_class_max=float(finite.max()) if len(finite) else math.nan)
-    return out
-
-
-def domain_classifier_for(task: "GanTask"):
-    """The cached lipkit classifier whose features FID/KID use (trained once per data set).
-
-    An idx folder given by path is cached under a key of its absolute path, so two folders
-    of the same size never share a classifier.
-    """
-    from ..metrics import default_cache_dir, domain_classifier
-
-    cached = getattr(task, "_classifier", None)
-    if cached is None:
-        data = task.config.data
-        if data in ("digits", "fashion-mnist"):
-            cached = domain_classifier(data)
+    def evaluate(self, step: int, folder: Path) -> dict[str, float]:
+        """Metrics at `step` and a samples PNG in `folder`."""
+        c = self.config
+        gen = torch.Generator().manual_seed(c.seed + EVAL_SEED_OFFSET)
+        labels = self.held_out_labels if c.conditional else None
+        fake = sample(self.generator, self.held_out.shape[0], labels, gen, self.device)
+        if not torch.isfinite(fake).all():
+            return {"eval_non_finite_samples": 1.0}
+        toy = fake.dim() == 2
+        metrics = self.toy_metrics(fake, labels) if toy else self.image_metrics(fake, labels)
+        metrics["critic_lower_bound"] = self.critic_lower_bound(fake, labels)
+        if toy:
+            save_scatter(folder / f"samples-{step:08d}.png", self.held_out, fake, labels, step, c.data)
         else:
-            digest = hashlib.sha256(str(Path(data).resolve()).encode()).hexdigest()[:12]
-            cached = domain_classifier("mnist", root=data, cache_dir=default_cache_dir() / f"idx-{digest}")
-        task._classifier = cached
-    return cached
+            grid_labels = None
+            if c.conditional:
+                grid_labels = torch.arange(GRID_SIDE * GRID_SIDE) // GRID_SIDE % self.num_classes
+            grid = sample(self.generator, GRID_SIDE * GRID_SIDE, grid_labels, gen, self.device)
+            save_grid(folder / f"samples-{step:08d}.png", grid)
+        return metrics
 
+    def toy_metrics(self, fake: Tensor, labels: Tensor | None) -> dict[str, float]:
+        from ..metrics import conditional_accuracy, mode_coverage, per_class_w1, wasserstein1
 
-def image_metrics(task: "GanTask", fake: Tensor, labels: Tensor | None) -> dict[str, float]:
-    if not task.config.image_metrics:
-        return {}
-    from ..metrics import image_scores
+        real = self.held_out
+        out = {"w1": wasserstein1(fake, real)}
+        centers = getattr(self.dataset, "centers", None)
+        if centers is not None:
+            coverage = mode_coverage(fake, centers, self.dataset.std)
+            out.update(modes_covered=float(coverage.modes_covered), hq_percent=coverage.hq_percent)
+            if labels is not None:
+                out["class_accuracy"] = conditional_accuracy(fake, labels, centers)
+                per_class = per_class_w1(fake, labels, real, self.held_out_labels, self.num_classes)
+                finite = per_class[torch.isfinite(per_class)]
+                out.update(w1_class_mean=float(finite.mean()) if len(finite) else math.nan,
+                           w1_class_max=float(finite.max()) if len(finite) else math.nan)
+        return out
 
-    scores = image_scores(lkdata.from_gan_range(task.held_out), lkdata.from_gan_range(fake),
-                          domain_classifier_for(task), fake_labels=labels, seed=task.config.seed)
-    out = {"fid": scores.fid, "kid": scores.kid_mean, "kid_std": scores.kid_std}
-    if scores.class_accuracy is not None:
-        out["class_accuracy"] = scores.class_accuracy
-    return out
+    def domain_classifier(self):
+        """The cached lipkit classifier whose features FID/KID use (trained once per data set)."""
+        from ..metrics import domain_classifier
 
+        if self._classifier is None:
+            self._classifier = domain_classifier(get_data(self.config.data))
+        return self._classifier
 
-def critic_lower_bound(task: "GanTask", fake: Tensor, labels: Tensor | None) -> float:
-    """Largest Lipschitz ratio of the critic found from real and generated points."""
-    n, steps = LOWER_BOUND_POINTS, task.config.lower_bound_steps
-    real, fake = task.held_out[:n].to(task.device), fake[:n].to(task.device)
-    if labels is None:
-        return lipschitz_lower_bound(task.critic, torch.cat([real, fake]), steps=steps)
-    real_labels, fake_labels = task.held_out_labels[:n], labels[:n]
-    best = 0.0
-    for k in torch.cat([real_labels, fake_labels]).unique()[:LOWER_BOUND_CLASSES].tolist():
-        points = torch.cat([real[real_labels == k], fake[fake_labels == k]])
-        best = max(best, lipschitz_lower_bound(FixedLabel(task.critic, int(k)), points, steps=steps))
-    return best
+    def image_metrics(self, fake: Tensor, labels: Tensor | None) -> dict[str, float]:
+        if not self.config.image_metrics:
+            return {}
+        from ..metrics import image_scores
 
+        scores = image_scores(lkdata.from_gan_range(self.held_out), lkdata.from_gan_range(fake),
+                              self.domain_classifier(), fake_labels=labels, seed=self.config.seed)
+        out = {"fid": scores.fid, "kid": scores.kid_mean, "kid_std": scores.kid_std}
+        if scores.class_accuracy is not None:
+            out["class_accuracy"] = scores.class_accuracy
+        return out
 
-def certified_bound(task: "GanTask") -> float | str | None:
-    """lk.lipschitz_bound of the final critic (single-input critics only), or why not."""
-    if task.config.conditional:
-        return "not computed: the projection critic takes (x, y)"
-    shape = tuple(task.held_out.shape[1:])
-    try:
-        return float(lipschitz_bound(task.critic, shape).upper)
-    except (ValueError, TypeError, RuntimeError) as err:
-        return f"not computed: {type(err).__name__}: {err}"
+    def critic_lower_bound(self, fake: Tensor, labels: Tensor | None) -> float:
+        """Largest Lipschitz ratio of the critic found from real and generated points."""
+        n, steps = LOWER_BOUND_POINTS, self.config.lower_bound_steps
+        real, fake = self.held_out[:n].to(self.device), fake[:n].to(self.device)
+        if labels is None:
+            return lipschitz_lower_bound(self.critic, torch.cat([real, fake]), steps=steps)
+        real_labels, fake_labels = self.held_out_labels[:n], labels[:n]
+        best = 0.0
+        for k in torch.cat([real_labels, fake_labels]).unique()[:LOWER_BOUND_CLASSES].tolist():
+            points = torch.cat([real[real_labels == k], fake[fake_labels == k]])
+            best = max(best, lipschitz_lower_bound(FixedLabel(self.critic, int(k)), points, steps=steps))
+        return best
+
+    def certified_bound(self) -> float | str | None:
+        """lk.lipschitz_bound of the final critic (single-input critics only), or why not."""
+        if self.config.conditional:
+            return "not computed: the projection critic takes (x, y)"
+        shape = tuple(self.held_out.shape[1:])
+        try:
+            return float(lipschitz_bound(self.critic, shape).upper)
+        except (ValueError, TypeError, RuntimeError) as err:
+            return f"not computed: {type(err).__name__}: {err}"
 
 
 def _figure():

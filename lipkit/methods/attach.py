@@ -1,0 +1,50 @@
+"""Constraint attachers for method entries: each constrains a model in place and returns the
+hooks to run after every optimizer.step() (registry.Attach)."""
+from __future__ import annotations
+
+from typing import Any, Callable, Mapping
+
+import torch
+import torch.nn as nn
+from torch.nn.utils.parametrizations import spectral_norm as torch_spectral_norm
+
+from ..constraints import constrain, project_
+from .registry import Attach, StepHook
+
+Options = Callable[[Mapping[str, Any]], dict[str, Any]]
+
+
+def lipkit_constraint(method: str, mode: str = "reparam", options: Options = lambda hp: {}) -> Attach:
+    """lk.constrain(model, method, mode=mode, **options(hp)); project mode adds lk.project_
+    as an after-step hook (constrain also projects once at registration)."""
+    def attach(model: nn.Module, hp: Mapping[str, Any]) -> tuple[StepHook, ...]:
+        constrain(model, method, mode=mode, **options(hp))
+        return (project_,) if mode == "project" else ()
+    return attach
+
+
+@torch.no_grad()
+def clamp_biases_(model: nn.Module, c: float) -> None:
+    """WGAN clips ALL critic parameters; constrain("clip") covers weights only."""
+    for layer in model.modules():
+        bias = getattr(layer, "bias", None)
+        if isinstance(bias, nn.Parameter):
+            bias.clamp_(-c, c)
+
+
+def wgan_clip(model: nn.Module, hp: Mapping[str, Any]) -> tuple[StepHook, ...]:
+    """WGAN (Arjovsky et al. 2017): every weight AND bias clamped to [-c, c] after each step."""
+    c = hp["clip_c"]
+    constrain(model, "clip", mode="project", c=c)
+    clamp_biases_(model, c)
+    return project_, lambda m: clamp_biases_(m, c)
+
+
+def torch_sn(model: nn.Module, hp: Mapping[str, Any]) -> tuple[StepHook, ...]:
+    """torch.nn.utils.parametrizations.spectral_norm on every Conv2d / Linear: PyTorch's own SN
+    (power iteration at every training forward), kept to measure lipkit's against it."""
+    for layer in list(model.modules()):
+        if isinstance(layer, (nn.Conv2d, nn.Linear)):
+            torch_spectral_norm(layer, n_power_iterations=hp.get("sn_iter", 1))
+    return ()
+

@@ -480,12 +480,21 @@ def test_conv_state_round_trips_in_both_directions() -> None:
 
 
 def test_training_forward_under_inference_mode() -> None:
-    """A training-mode forward in torch.inference_mode() after an update still refreshes."""
+    """A training-mode forward in torch.inference_mode() after an update still refreshes: its
+    power-iteration vectors move, exactly as the same forward outside inference mode moves a
+    twin's, and both give the same output (skipping the refresh fails the first check)."""
     for options in ({}, {"operator": "conv"}):
         critic = lc.constrain(make_critic(), "spectral", **options)
         x = torch.randn(2, *INPUT_SHAPE)
         critic(x).sum().backward()
         torch.optim.SGD(critic.parameters(), lr=1e-2).step()
+        twin = copy.deepcopy(critic)
+        before = [c.v.clone() for *_, c in lc.constraints_of(critic)]
         with torch.inference_mode():
             y = critic(x)
-        torch.testing.assert_close(critic.eval()(x), y)
+        expected = twin(x)  # the same refresh and forward, outside inference mode
+        for v0, (*_, c), (*_, t) in zip(before, lc.constraints_of(critic), lc.constraints_of(twin)):
+            assert not torch.equal(c.v, v0), f"{options}: the update's refresh was skipped"
+            torch.testing.assert_close(c.u, t.u)
+            torch.testing.assert_close(c.v, t.v)
+        torch.testing.assert_close(y, expected.detach())

@@ -279,7 +279,7 @@ def test_where_selects_layers_and_rejects_typos() -> None:
     assert l2_penalty(model, where=["0", "4"]).item() == pytest.approx(both)
     with pytest.raises(ValueError, match="'7'"):
         l2_penalty(model, where=["0", "7"])
-    with pytest.raises(ValueError, match="no layer selected"):
+    with pytest.raises(ValueError, match="matched no layer"):
         l2_penalty(model, where=nn.Conv3d)
     with pytest.raises(ValueError, match="where=3"):
         l2_penalty(model, where=3)
@@ -336,29 +336,31 @@ def test_spectral_state_persists_and_advances_only_when_a_weight_changed(monkeyp
     lin = model[4]
     u0, v0 = lin._spectral_penalty_u.clone(), lin._spectral_penalty_v.clone()
     calls = []
-    real_pi = spectral_module.power_iteration
+    real_refresh = spectral_module.refresh_vectors
 
-    def spy(forward, adjoint, v, n_iter, tol=None):
+    def spy(forward, adjoint, u, v, n_iter, tol=None, dtype=torch.float32):
         calls.append((n_iter, tol))
-        return real_pi(forward, adjoint, v, n_iter, tol)
+        return real_refresh(forward, adjoint, u, v, n_iter, tol, dtype)
 
-    monkeypatch.setattr(spectral_module, "power_iteration", spy)
+    monkeypatch.setattr(spectral_module, "refresh_vectors", spy)
     spectral_penalty(model)
     spectral_penalty(model)
     assert calls == []  # nothing changed: no iteration at all
     assert torch.equal(lin._spectral_penalty_u, u0) and torch.equal(lin._spectral_penalty_v, v0)
     with torch.no_grad():
         lin.weight.add_(0.3 * torch.randn_like(lin.weight))  # as optimizer.step() does
-    spectral_penalty(model, n_iter=2)
+    value = spectral_penalty(model, n_iter=2)
     assert calls == [(2, None)]  # only the changed layer, n_iter rounds, no tol: no host sync
-    # exactly n_iter warm-started rounds from the stored v
+    # exactly n_iter warm-started rounds from the stored (u, v), as spectral normalization does
     w = lin.weight.detach()
-    v = v0
+    u, v = u0, v0
     for _ in range(2):
         u = F.normalize(w @ v, dim=0)
         v = F.normalize(w.T @ u, dim=0)
     assert torch.allclose(lin._spectral_penalty_v, v, atol=1e-12)
-    assert torch.allclose(lin._spectral_penalty_u, F.normalize(w @ v, dim=0), atol=1e-12)
+    assert torch.allclose(lin._spectral_penalty_u, u, atol=1e-12)
+    rest = float(spectral_penalty(model, where=["0", "2"]).detach())  # the unchanged layers
+    assert float(value.detach()) == pytest.approx(float(u @ w @ v) ** 2 + rest, rel=1e-12)
     # buffers are not in the model's state_dict: checkpoints stay loadable both ways
     assert not any("spectral_penalty" in k for k in model.state_dict())
     mixed_model().load_state_dict(model.state_dict())

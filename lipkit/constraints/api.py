@@ -13,20 +13,18 @@ deepcopy and pickling of the model keep working.
 from __future__ import annotations
 
 import copy
-from fnmatch import fnmatchcase
-from typing import Any, Callable, Iterator, Sequence, Union
+from typing import Any, Iterator
 
 import torch
 import torch.nn as nn
 from torch.nn.utils import parametrize
 
+from ..where import Where, select
 from .base import Constraint
 from .options import build_constraint, resolve_options, supported_layers
 
 PROJECTIONS = "lipkit_projections"  # attribute holding project-mode constraints on a layer
 KEEP = ("raw", "constrained")
-
-Where = Union[None, str, Sequence[str], type, tuple, Callable[[str, nn.Module], bool]]
 
 
 def constrain(
@@ -39,9 +37,10 @@ def constrain(
             input_shape=None), "clip" (c=0.01) or "frobenius" (max_norm=1.0); see
             options.DEFAULTS for what each option means.
     where:  which layers, among the Linear/Conv*/ConvTranspose* (and BatchNorm with
-            batchnorm=...) ones: None (all), a type or tuple of types, a callable
+            batchnorm=...) ones (lipkit/where.py, the same selector as the weight
+            penalties'): None (all), a type or tuple of types, a callable
             (qualified_name, module) -> bool, or fnmatch pattern(s) on qualified names
-            ("critic.*", ["0", "2"]). Matching no supported layer is an error.
+            ("critic.*", ["0", "2"]). A pattern or a selection matching no layer is an error.
     mode:   "reparam" (the map runs inside every forward: gradients see it) or "project"
             (lk.project_(model) applies it to the raw weight after optimizer.step();
             it is also applied once at registration, except for operator="conv" before
@@ -57,18 +56,11 @@ def constrain(
     """
     resolved = resolve_options(method, mode, options)
     kinds = supported_layers(method, resolved)
-    matches = _matcher(where)
     candidates = [(n, m) for n, m in model.named_modules() if isinstance(m, kinds) and _has_weight(m)]
-    chosen = [(n, m) for n, m in candidates if matches(n, m)]
-    if not chosen:
-        names = [n or "<root>" for n, _ in candidates][:12]
-        hint = ""
-        if method == "spectral" and resolved["batchnorm"] is None:
-            hint = " (BatchNorm layers are constrained only with batchnorm='lipschitz' or 'seed')"
-        raise ValueError(
-            f"where={where!r} matched no layer that method {method!r} constrains{hint}; "
-            f"supported layers of this model: {names or 'none'}"
-        )
+    hint = ""
+    if method == "spectral" and resolved["batchnorm"] is None:
+        hint = " (BatchNorm layers only with batchnorm='lipschitz' or 'seed')"
+    chosen = select(candidates, where, f"layers that method {method!r} constrains{hint}")
     _check_input_shape_names(resolved, chosen)
     for name, layer in chosen:  # refuse before changing anything: all or nothing
         _check_unconstrained(name or "<root>", layer)
@@ -237,24 +229,6 @@ def _check_unconstrained(name: str, layer: nn.Module) -> None:
 def _has_weight(layer: nn.Module) -> bool:
     # BatchNorm(affine=False) has no gamma to constrain.
     return isinstance(getattr(layer, "weight", None), torch.Tensor)
-
-
-def _matcher(where: Where) -> Callable[[str, nn.Module], bool]:
-    if where is None:
-        return lambda name, module: True
-    if isinstance(where, type) or (
-        isinstance(where, tuple) and where and all(isinstance(t, type) for t in where)
-    ):
-        return lambda name, module: isinstance(module, where)
-    patterns = [where] if isinstance(where, str) else where
-    if isinstance(patterns, (list, tuple)) and patterns and all(isinstance(p, str) for p in patterns):
-        return lambda name, module: any(fnmatchcase(name, p) for p in patterns)
-    if callable(where):
-        return lambda name, module: bool(where(name, module))
-    raise ValueError(
-        f"where={where!r} is not allowed; use None, a layer type or tuple of types, a "
-        "callable (name, module) -> bool, or fnmatch pattern(s) on qualified module names"
-    )
 
 
 def _check_input_shape_names(options: dict[str, Any], chosen: list[tuple[str, nn.Module]]) -> None:

@@ -16,6 +16,8 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
+from ..norms.power_state import UpdateWatch, tensors_key
+
 # sigma is clamped from below by this before dividing: an all-zero weight stays zero
 # (torch's SN returns NaN there, pytorch#20192) instead of 0/0.
 SIGMA_EPS = 1e-12
@@ -57,33 +59,24 @@ class Constraint(nn.Module):
         finally:
             self.training = was_training
 
-    # Once-per-update tracking, for constraints whose state (power-iteration vectors)
-    # follows the weight: `weight_changed(raw)` says whether to refresh, `mark_current(raw)`
-    # records the refresh. The flag travels in state_dict (CURRENT_KEY, a bool tensor), so a run
-    # resumed from a checkpoint refreshes exactly when the uninterrupted run would have:
-    # vectors saved up to date are adopted for the weight loaded with them, not refreshed.
-    _weight_key: tuple[int, int] | None = None
-    # The raw weight of the last refresh, inside a tuple so nn.Module does not register it
-    # as a parameter of the constraint (it belongs to the layer).
-    _tracked: tuple[Tensor] | None = None
-    _adopt_on_next: bool = False
+    def __init__(self) -> None:
+        super().__init__()
+        # Once-per-update tracking for constraints whose state (power-iteration vectors)
+        # follows the weight: the scheme of lipkit/norms/power_state.py, shared with SNR.
+        # Whether the vectors were current travels in state_dict (CURRENT_KEY), so a run
+        # resumed from a checkpoint refreshes exactly when the uninterrupted run would have.
+        self.watch = UpdateWatch()
 
     def weight_changed(self, raw: Tensor) -> bool:
         """True when `raw` changed since the state was last brought up to date."""
-        if weight_key(raw) == self._weight_key:
-            return False
-        if self._adopt_on_next:  # loaded with a weight its vectors were current for
-            self.mark_current(raw)
-            return False
-        return True
+        return self.watch.changed((raw,))
 
     def mark_current(self, raw: Tensor) -> None:
-        self._weight_key, self._tracked, self._adopt_on_next = weight_key(raw), (raw,), False
+        self.watch.mark((raw,))
 
     def _save_to_state_dict(self, destination, prefix, keep_vars) -> None:
         super()._save_to_state_dict(destination, prefix, keep_vars)
-        current = self._tracked is not None and weight_key(self._tracked[0]) == self._weight_key
-        destination[prefix + CURRENT_KEY] = torch.tensor(current)
+        destination[prefix + CURRENT_KEY] = torch.tensor(self.watch.is_current())
 
     def _load_from_state_dict(
         self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
@@ -94,7 +87,8 @@ class Constraint(nn.Module):
         key = prefix + CURRENT_KEY
         if key in unexpected_keys:  # ours, not a buffer: computed at save time
             unexpected_keys.remove(key)
-        self._adopt_on_next = bool(state_dict.get(key, False))
+        self.watch.reset()  # new vectors: refresh at the next training forward...
+        self.watch.adopt_next = bool(state_dict.get(key, False))  # ...unless they were current
 
     def set_vectors(self, u: Tensor, v: Tensor) -> None:
         """Rebind (never write into) the power-iteration buffers u, v, keeping their dtype:
@@ -134,15 +128,6 @@ def autocast_off(device_type: str) -> contextlib.AbstractContextManager:
     return contextlib.nullcontext()
 
 
-def weight_key(raw: Tensor) -> tuple[int, int]:
-    """Identifies one value of a weight without reading it (no host-device sync).
-
-    `_version` is bumped by every in-place update (optimizer.step, load_state_dict,
-    project_); the data pointer catches a weight swapped for another tensor.
-    """
-    return raw._version, raw.data_ptr()
-
-
 def normalize_by(w: Tensor, sigma: Tensor, bound: float, soft: bool) -> Tensor:
     """w * bound / sigma (SN-GAN: sigma becomes exactly bound), or w / max(1, sigma / bound)
     with soft=True (only shrink: sigma <= bound). Written as a division by a clamped scalar
@@ -174,15 +159,14 @@ def cached_homogeneous(module: nn.Module, raw: Tensor, w: Tensor, bound_fn) -> T
     conv symbol: hundreds of ms on CPU) then runs once per step, not once per forward.
     Eval mode with a weight changed since the last training forward evaluates f itself
     (differentiably, no state change) so the certificate never rests on a stale g.
-    module needs `_weight_key` and a `sigma_grad` buffer.
+    module needs a `watch` (UpdateWatch) and a `sigma_grad` buffer.
     """
-    key = weight_key(raw)
-    if key != module._weight_key:
-        if not module.training:
+    if module.watch.key != tensors_key((raw,)):  # the loaded-vectors adoption does not apply:
+        if not module.training:                  # sigma_grad is never saved
             return bound_fn(w)
         with torch.inference_mode(False), torch.enable_grad():  # also under inference_mode
             w0 = w.detach().clone().requires_grad_()
             (grad,) = torch.autograd.grad(bound_fn(w0), w0)
         module.sigma_grad = grad
-        module._weight_key = key
+        module.watch.mark((raw,))
     return (as_dtype(module.sigma_grad, w.dtype) * w).sum()

@@ -24,6 +24,7 @@ from torch import Tensor
 from ..norms.conv_symbol import circular_symbol, dense_kernel, symbol_plan
 from ..norms.linalg import gram_iteration_bound, start_vector
 from ..norms.operators import ConvGeometry
+from ..norms.power_state import WARMUP_MAX_ITER, WARMUP_TOL, refresh_vectors
 from .base import (
     Constraint,
     as_dtype,
@@ -33,7 +34,7 @@ from .base import (
     normalize_by,
     raw_tensor,
 )
-from .spectral import GRAM_ITER, WARMUP_MAX_ITER, WARMUP_TOL, refresh_vectors
+from .spectral import GRAM_ITER
 
 
 def sample_shape(x: Tensor, nd: int) -> tuple[int, ...]:
@@ -71,7 +72,6 @@ class ConvSpectralNormalization(Constraint):
         self.register_buffer("sigma_grad", empty.clone(), persistent=False)  # d sigma / dW
         self._shape: tuple[int, ...] | None = None
         self._plan: tuple[list[int], float] | None = None
-        self._weight_key: tuple[int, int] | None = None
         if input_shape is not None:
             self.set_input_shape(tuple(int(s) for s in input_shape), raw)
 
@@ -95,7 +95,7 @@ class ConvSpectralNormalization(Constraint):
         self.input_shape = torch.tensor(shape, dtype=torch.long, device=device)
         self._shape = shape
         self._plan = symbol_plan(self.geometry, shape, self.weight_shape[2:])[:2]
-        self._weight_key = None  # vectors or cached bound gradient belong to the old shape
+        self.watch.reset()  # vectors or cached bound gradient belong to the old shape
         if not self.certified:
             self.u = start_vector(out_shape, dtype, device)
             self.v = start_vector(shape, dtype, device)
@@ -105,7 +105,8 @@ class ConvSpectralNormalization(Constraint):
         self.input_shape = self.input_shape.new_zeros(0)
         self.u, self.v = self.u.new_zeros(0), self.v.new_zeros(0)
         self.sigma_grad = self.sigma_grad.new_zeros(0)
-        self._shape = self._plan = self._weight_key = None
+        self._shape = self._plan = None
+        self.watch.reset()
 
     def set_input_shape(self, shape: tuple[int, ...], raw: Tensor) -> None:
         """(Re)initialize for inputs of `shape` and warm up to convergence (host syncs
@@ -179,7 +180,6 @@ class ConvSpectralNormalization(Constraint):
         )
         if self._shape is not None and not self.certified:
             self._refresh_sigma_grad()  # not saved: it is a function of the loaded u, v
-        self._weight_key = None
 
     def options(self) -> dict:
         return {

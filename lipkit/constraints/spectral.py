@@ -5,7 +5,8 @@ W -> W * bound / sigma(W), sigma the largest singular value of W reshaped to
 it is not (see conv.py for the true operator norm).
 
 Why it is cheaper than torch's parametrizations.spectral_norm: the power iteration runs
-once per WEIGHT UPDATE, not once per forward call. The raw weight's `_version` says when
+once per WEIGHT UPDATE, not once per forward call (lipkit/norms/power_state.py, the scheme
+SNR shares). The raw weight's `_version` says when
 it changed, so D(real), D(fake) and a gradient penalty's D(x_inter) within one step share
 one update. Each forward only recomputes sigma = u^T W v (one matrix-vector product),
 differentiably; u and v are rebound at each refresh, never updated in place, so a graph
@@ -16,46 +17,12 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ..norms.linalg import gram_iteration_bound, power_iteration, start_vector
+from ..norms.linalg import gram_iteration_bound, start_vector
 from ..norms.measure import weight_matrix
+from ..norms.power_state import WARMUP_MAX_ITER, WARMUP_TOL, refresh_vectors
 from .base import Constraint, as_dtype, autocast_off, cached_homogeneous, compute_dtype, normalize_by
 
-WARMUP_MAX_ITER = 500  # power steps at registration: run to convergence, at most this many
-WARMUP_TOL = 1e-6  # relative change of sigma that counts as converged
 GRAM_ITER = 6  # Gram squarings for certified=True (fixed: no host sync in training)
-# Weight of the previous vector in a power step (refresh_vectors: zero-weight safety). Its
-# square must not underflow float32 (vector_norm squares: 1e-30 gave 0 and then inf), and
-# it must vanish next to ||W v||: it does for any weight with sigma above ~1e-8.
-TINY = 1e-15
-
-
-def refresh_vectors(
-    forward, adjoint, u: Tensor, v: Tensor, n_iter: int, tol: float | None = None,
-    dtype: torch.dtype = torch.float32,
-) -> tuple[Tensor, Tensor]:
-    """n_iter power-iteration rounds from (u, v), in `dtype` (the weight's compute dtype,
-    whatever the buffers' dtype after a model.half()); returns NEW tensors (u, v).
-    forward / adjoint map one vector (no batch dim) of v's / u's shape to the other.
-
-    Callers rebind their buffers to the result instead of writing into them, so a graph
-    that saved the old vectors stays valid without a clone per forward (pytorch#66363).
-    Training path (tol None): per half-step one map, one add, one norm, one division and
-    no host sync. The previous vector enters with weight TINY, so an all-zero weight keeps
-    its old unit vectors (TINY * old / ||TINY * old||) instead of producing 0/0, and a
-    weight with sigma above ~1e-8 is unaffected (TINY is below float32 resolution there).
-    With `tol` (registration warm-up): iterate to convergence, reading sigma on the host.
-    """
-    u, v = as_dtype(u, dtype), as_dtype(v, dtype)
-    if tol is not None:  # power_iteration works on batches: add and remove a batch dim
-        sigma, new_u, new_v = power_iteration(lambda x: forward(x[0])[None], lambda y: adjoint(y[0])[None],
-                                              v[None], n_iter, tol)
-        return (new_u[0] if bool(sigma[0] > 0) else u), new_v[0]
-    for _ in range(n_iter):
-        u = forward(v).add_(u, alpha=TINY)
-        u = u / torch.linalg.vector_norm(u)
-        v = adjoint(u).add_(v, alpha=TINY)
-        v = v / torch.linalg.vector_norm(v)
-    return u, v
 
 
 class SpectralNormalization(Constraint):
@@ -123,10 +90,6 @@ class SpectralNormalization(Constraint):
                 # u, v are rebound at each refresh, never modified in place: no clone needed.
                 sigma = torch.dot(as_dtype(self.u, dtype), torch.mv(matrix, as_dtype(self.v, dtype)))
             return as_dtype(normalize_by(w, sigma, self.bound, self.soft), raw.dtype)
-
-    def _load_from_state_dict(self, *args, **kwargs) -> None:
-        super()._load_from_state_dict(*args, **kwargs)
-        self._weight_key = None  # new vectors: refresh at the next training forward
 
     def options(self) -> dict:
         return {

@@ -8,7 +8,9 @@ from power iteration and are held fixed in the graph, so d sigma / dW = u v^T an
 d sigma^2 / dW = 2 sigma u v^T, the known gradient.
 
 Where the power-iteration state lives (a design decision):
-- On each layer, as two NON-PERSISTENT buffers (`_spectral_penalty_u`, `_spectral_penalty_v`).
+- On each layer, as two NON-PERSISTENT buffers (`_spectral_penalty_u`, `_spectral_penalty_v`),
+  kept up to date by the scheme spectral normalization uses (lipkit/norms/power_state.py:
+  an UpdateWatch says when, refresh_vectors says how, the buffers are rebound, never written).
   So there is no module-level state; the vectors follow model.to(device) / .double(); DDP
   broadcasts them like any buffer; and because they are not in model.state_dict(),
   checkpoints of the model stay loadable by a model that never used the penalty (and the
@@ -21,8 +23,8 @@ Where the power-iteration state lives (a design decision):
 
 Cost: the first call on a layer warms up to convergence (reads sigma on the host to stop);
 later calls advance (u, v) by n_iter rounds only when the weight changed since the last
-advance (tracked by tensor identity and autograd's in-place version counter, so no host
-sync), i.e. once per optimizer step however many times the penalty is evaluated.
+advance (the tensors' in-place version counters and data pointers, so no host sync), i.e.
+once per optimizer step however many times the penalty is evaluated.
 Writes through `weight.data` bypass the version counter and go unseen: change weights
 under torch.no_grad() (as optimizers do) or by assigning a new Parameter.
 
@@ -38,14 +40,14 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
-from ..constraints.spectral import WARMUP_MAX_ITER, WARMUP_TOL  # first call: the warm-up SN uses at registration
-from ..norms.linalg import power_iteration, start_vector
+from ..norms.linalg import start_vector
 from ..norms.measure import weight_matrix
+from ..norms.power_state import WARMUP_MAX_ITER, WARMUP_TOL, UpdateWatch, refresh_vectors
 from .layers import WeightedLayer, Where, select_layers
 
 U_BUFFER = "_spectral_penalty_u"
 V_BUFFER = "_spectral_penalty_v"
-SEEN_ATTR = "_spectral_penalty_seen"  # ((tensor, version), ...) when (u, v) last moved
+WATCH_ATTR = "_spectral_penalty_watch"  # the layer's UpdateWatch: what (u, v) are current for
 
 
 def spectral_penalty(model: nn.Module, n_iter: int = 1, where: Where = None) -> Tensor:
@@ -101,7 +103,7 @@ class SpectralPenalty:
             layers[layer.name] = {
                 "u": getattr(m, U_BUFFER).detach().clone(),
                 "v": getattr(m, V_BUFFER).detach().clone(),
-                "stale": not _unchanged(getattr(m, SEEN_ATTR, None), layer),
+                "stale": not _watch(m).is_current(),
             }
         return {"n_iter": self.n_iter, "layers": layers}
 
@@ -123,7 +125,10 @@ class SpectralPenalty:
                     f"reshaped weight is {tuple(w.shape)}, so expected ({w.shape[0]},), ({w.shape[1]},)"
                 )
             _store(m, u.to(w.device), v.to(w.device))
-            setattr(m, SEEN_ATTR, None if entry["stale"] else _version_key(layer))
+            if entry["stale"]:
+                _watch(m).reset()
+            else:
+                _watch(m).mark(layer.sources())
         self.n_iter = state.get("n_iter", self.n_iter)
 
 
@@ -135,51 +140,34 @@ def _sigma(layer: WeightedLayer, n_iter: int) -> Tensor:
     work = torch.promote_types(w.dtype, torch.float32)
     with torch.no_grad():
         wd = w.detach().to(work)
+        forward, adjoint = (lambda x: torch.mv(wd, x)), (lambda y: torch.mv(wd.T, y))
         u, v = getattr(m, U_BUFFER, None), getattr(m, V_BUFFER, None)
         if u is None or tuple(u.shape) != (wd.shape[0],) or tuple(v.shape) != (wd.shape[1],):
-            v0 = start_vector((1, wd.shape[1]), work, wd.device)
-            _, u1, v1 = power_iteration(lambda x: x @ wd.T, lambda y: y @ wd, v0, WARMUP_MAX_ITER, WARMUP_TOL)
-            _store(m, u1[0], v1[0])
-            setattr(m, SEEN_ATTR, _version_key(layer))
-        elif not _unchanged(getattr(m, SEEN_ATTR, None), layer):
-            _, u1, v1 = power_iteration(lambda x: x @ wd.T, lambda y: y @ wd, v.to(work)[None], n_iter)
-            u.copy_(u1[0])
-            v.copy_(v1[0])
-            setattr(m, SEEN_ATTR, _version_key(layer))
-        # Clones: this call's graph must not see the in-place updates of later calls
-        # (otherwise two evaluations before one backward fail, as in torch #66363).
-        u = getattr(m, U_BUFFER).to(w.dtype, copy=True)
-        v = getattr(m, V_BUFFER).to(w.dtype, copy=True)
-    return u @ w @ v
+            u0, v0 = start_vector((wd.shape[0],), work, wd.device), start_vector((wd.shape[1],), work, wd.device)
+            _store(m, *refresh_vectors(forward, adjoint, u0, v0, WARMUP_MAX_ITER, WARMUP_TOL, work))
+            _watch(m).mark(layer.sources())
+        elif _watch(m).changed(layer.sources()):
+            _store(m, *refresh_vectors(forward, adjoint, u, v, n_iter, dtype=work))
+            _watch(m).mark(layer.sources())
+    # The buffers are rebound at each advance, never written in place, so this call's graph
+    # never sees a later call's update (two evaluations before one backward, torch #66363).
+    u, v = getattr(m, U_BUFFER), getattr(m, V_BUFFER)
+    return u.to(w.dtype) @ w @ v.to(w.dtype)
 
 
 def _store(m: nn.Module, u: Tensor, v: Tensor) -> None:
-    """Write (u, v) into the layer's non-persistent buffers, creating them if needed."""
-    if getattr(m, U_BUFFER, None) is None or getattr(m, U_BUFFER).shape != u.shape:
-        m.register_buffer(U_BUFFER, u.detach().clone(), persistent=False)
-    else:
-        getattr(m, U_BUFFER).copy_(u)
-    if getattr(m, V_BUFFER, None) is None or getattr(m, V_BUFFER).shape != v.shape:
-        m.register_buffer(V_BUFFER, v.detach().clone(), persistent=False)
-    else:
-        getattr(m, V_BUFFER).copy_(v)
+    """Rebind the layer's non-persistent buffers to (u, v) (registering them on first use)."""
+    m.register_buffer(U_BUFFER, u.detach(), persistent=False)
+    m.register_buffer(V_BUFFER, v.detach(), persistent=False)
 
 
-def _version_key(layer: WeightedLayer) -> tuple[tuple[Tensor, int], ...]:
-    """Identity + in-place version of every tensor the weight is computed from.
-
-    Strong references (not ids, which are reused, nor weakrefs, which break deepcopy and
-    pickling of the model); they point at the layer's own tensors, so they cost nothing.
-    """
-    return tuple((t, t._version) for t in layer.sources())
-
-
-def _unchanged(seen, layer: WeightedLayer) -> bool:
-    """True when no tensor behind the weight was replaced or written since `seen`."""
-    if seen is None:
-        return False
-    now = layer.sources()
-    return len(seen) == len(now) and all(t is s and v == t._version for (s, v), t in zip(seen, now))
+def _watch(m: nn.Module) -> UpdateWatch:
+    """The layer's UpdateWatch for its penalty vectors (created on first use)."""
+    watch = m.__dict__.get(WATCH_ATTR)
+    if watch is None:
+        watch = UpdateWatch()
+        setattr(m, WATCH_ATTR, watch)
+    return watch
 
 
 def _check_n_iter(n_iter: int) -> None:

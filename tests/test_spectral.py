@@ -169,3 +169,35 @@ def test_nonfinite_layer_weight_is_named():
         conv.weight[0, 0, 0, 0] = math.inf
     with pytest.raises(ValueError, match="Conv2d.weight"):
         lk.operator_norm(conv, (2, 5, 5), "gram")
+
+
+@pytest.mark.parametrize("layer,method", [
+    (nn.Conv2d(2, 3, 3, padding=1), "gram"),
+    (nn.Conv2d(2, 3, 3, padding=1), "exact"),  # zero padding: symbol, then the dense operator
+    (nn.Conv2d(2, 3, 3, padding=1, padding_mode="circular"), "exact"),
+    (nn.Conv2d(2, 3, 3), "power"),
+    (nn.Linear(6 * 6 * 2, 4), "exact"),
+    (nn.Flatten(), "exact"),
+])
+def test_operator_norm_checks_the_input_shape_once(monkeypatch, layer, method) -> None:
+    """One public call, one check of its input shape (the helpers trust it), and a bad shape
+    is a one-line error naming the value."""
+    import lipkit.norms.conv_symbol as symbols
+    import lipkit.norms.measure as measure
+    import lipkit.norms.operators as operators
+
+    calls = []
+    original = operators.check_input_shape
+
+    def counting(layer, shape):
+        calls.append(shape)
+        return original(layer, shape)
+
+    for module in (measure, operators, symbols):
+        monkeypatch.setattr(module, "check_input_shape", counting)
+    shape = (6 * 6 * 2,) if isinstance(layer, nn.Linear) else (2, 6, 6)
+    assert lk.operator_norm(layer, shape, method) > 0
+    assert calls == [shape]
+    for bad in ((2, 0, 6), (2, 6.5, 6), "2,6,6", ()):
+        with pytest.raises(ValueError, match="input_shape="):
+            lk.operator_norm(layer, bad, method)

@@ -25,7 +25,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..norms.measure import spectral_norm
-from ..norms.operators import CONV_TRANSPOSE
+from ..norms.operators import CONV_TRANSPOSE, as_input_shape
 from .layer_rules import UnsupportedLayerError, has_layer_bound, layer_bound
 
 BOUND_METHODS = ("gram", "exact")
@@ -131,7 +131,7 @@ def lipschitz_bound(model: nn.Module, input_shape, method: str = "gram") -> Lips
     """
     if method not in BOUND_METHODS:
         raise ValueError(f"method={method!r} is not one of {BOUND_METHODS} (certified methods)")
-    shape = tuple(int(s) for s in input_shape)
+    shape = as_input_shape(input_shape)
     gm = _trace(model)
     modes = {m: m.training for m in model.modules()}
     try:

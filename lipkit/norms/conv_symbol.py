@@ -26,7 +26,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-from .operators import CONV, CONV_TRANSPOSE, ConvGeometry, check_input_shape
+from .operators import CONV, CONV_TRANSPOSE, ConvGeometry, as_input_shape, check_input_shape
 
 
 @dataclass(frozen=True)
@@ -134,10 +134,15 @@ def symbol_plan(geometry: ConvGeometry, in_shape, kernel_size) -> tuple[list[int
 
 def conv_symbol(layer: nn.Module, input_shape, dtype=torch.float64, weight=None) -> ConvSymbol:
     """Symbol of a Conv*/ConvTranspose* layer at `input_shape` (no batch dim)."""
-    in_shape = tuple(int(s) for s in input_shape)
-    check_input_shape(layer, in_shape)
     if not isinstance(layer, (*CONV, *CONV_TRANSPOSE)):
         raise TypeError(f"conv_symbol needs a Conv or ConvTranspose layer, got {type(layer).__name__}")
+    in_shape = as_input_shape(input_shape)
+    check_input_shape(layer, in_shape)
+    return build_symbol(layer, in_shape, dtype, weight)
+
+
+def build_symbol(layer: nn.Module, in_shape: tuple[int, ...], dtype=torch.float64, weight=None) -> ConvSymbol:
+    """conv_symbol for a shape already checked (as_input_shape + check_input_shape)."""
     w = (layer.weight if weight is None else weight).detach().to(dtype)
     sizes, pad_norm, exact = symbol_plan(ConvGeometry.of(layer), in_shape, layer.kernel_size)
     kernel = dense_kernel(w, layer.groups, layer.dilation)  # ConvTranspose: (C_in, C_out, k), conv layout

@@ -14,7 +14,7 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
-from .conv_symbol import conv_symbol
+from .conv_symbol import build_symbol
 from .linalg import (
     check_dense_size,
     dense_matrix,
@@ -30,9 +30,11 @@ from .operators import (
     CONV_TRANSPOSE,
     IDENTITY_LIKE,
     SUPPORTED,
+    as_input_shape,
     avgpool_as_conv,
     batchnorm_scale,
-    layer_operator,
+    build_operator,
+    check_input_shape,
 )
 
 METHODS = ("exact", "gram", "power")
@@ -103,6 +105,43 @@ def operator_norm(
     weight: a tensor to use in place of layer.weight (e.g. a raw weight being normalized).
     Biases are ignored; BatchNorm must be in eval mode.
     """
+    weight = _check_arguments(layer, method, n_iter, weight)
+    in_shape = as_input_shape(input_shape)  # checked once here; the helpers below trust it
+    check_input_shape(layer, in_shape)
+    if isinstance(layer, BATCHNORM):
+        return float(batchnorm_scale(layer).abs().max())
+    if isinstance(layer, nn.Linear) and method != "power":
+        w = weight.detach().to(dtype)
+        if method == "exact":
+            return float(torch.linalg.matrix_norm(w, ord=2))
+        return float(gram_iteration_bound(w, n_iter))
+    if isinstance(layer, (*CONV, *CONV_TRANSPOSE)) and method != "power":
+        sym = build_symbol(layer, in_shape, dtype, weight)
+        if method == "gram":
+            return sym.pad_norm * float(gram_iteration_bound(sym.matrices, n_iter).max())
+        if sym.exact:
+            return float(torch.linalg.matrix_norm(sym.matrices, ord=2).max())
+
+    op = build_operator(layer, in_shape, dtype, weight)  # probes the shape (a clear error if it does not fit)
+    if isinstance(layer, IDENTITY_LIKE):
+        return 1.0
+    if method == "power":
+        v0 = start_vector((1, *op.in_shape), dtype, _device(layer))
+        steps, tol = (n_iter, None) if n_iter is not None else (POWER_MAX_ITER, POWER_TOL)
+        with torch.no_grad():
+            sigma, _, _ = power_iteration(op.forward, op.adjoint, v0, steps, tol)
+        return float(sigma[0])
+    if isinstance(layer, AVGPOOL) and method == "gram":
+        conv = avgpool_as_conv(layer, op.in_shape[0])
+        conv_bound = operator_norm(conv, in_shape, "gram", n_iter=n_iter) if conv else math.inf
+        return min(_schur_bound(op), conv_bound)
+    check_dense_size(op.in_dim, op.out_dim, f"{type(layer).__name__} at input {op.in_shape}")
+    with torch.no_grad():
+        return dense_top_singular_value(dense_matrix(op.forward, op.in_shape, dtype, _device(layer)))
+
+
+def _check_arguments(layer: nn.Module, method: str, n_iter: int | None, weight: Tensor | None) -> Tensor | None:
+    """operator_norm's arguments other than the shape; returns the weight to use."""
     if method not in METHODS:
         raise ValueError(f"method={method!r} is not one of {METHODS}")
     if n_iter is not None and (not isinstance(n_iter, int) or n_iter < 1):
@@ -116,43 +155,7 @@ def operator_norm(
         weight = layer.weight
     if weight is not None and not isinstance(layer, BATCHNORM):
         check_weight(weight, f"{type(layer).__name__}.weight")
-
-    if isinstance(layer, IDENTITY_LIKE):
-        layer_operator(layer, input_shape, dtype)  # validates the shape
-        return 1.0
-    if isinstance(layer, BATCHNORM):
-        layer_operator(layer, input_shape, dtype)
-        return float(batchnorm_scale(layer).abs().max())
-    if isinstance(layer, nn.Linear) and method != "power":
-        layer_operator(layer, input_shape, dtype)
-        w = weight.detach().to(dtype)
-        if method == "exact":
-            return float(torch.linalg.matrix_norm(w, ord=2))
-        return float(gram_iteration_bound(w, n_iter))
-
-    if method == "power":
-        op = layer_operator(layer, input_shape, dtype, weight)
-        v0 = start_vector((1, *op.in_shape), dtype, _device(layer))
-        steps, tol = (n_iter, None) if n_iter is not None else (POWER_MAX_ITER, POWER_TOL)
-        with torch.no_grad():
-            sigma, _, _ = power_iteration(op.forward, op.adjoint, v0, steps, tol)
-        return float(sigma[0])
-
-    if isinstance(layer, (*CONV, *CONV_TRANSPOSE)):
-        sym = conv_symbol(layer, input_shape, dtype, weight)
-        if method == "gram":
-            return sym.pad_norm * float(gram_iteration_bound(sym.matrices, n_iter).max())
-        if sym.exact:
-            return float(torch.linalg.matrix_norm(sym.matrices, ord=2).max())
-
-    op = layer_operator(layer, input_shape, dtype, weight)
-    if isinstance(layer, AVGPOOL) and method == "gram":
-        conv = avgpool_as_conv(layer, op.in_shape[0])
-        conv_bound = operator_norm(conv, input_shape, "gram", n_iter=n_iter) if conv else math.inf
-        return min(_schur_bound(op), conv_bound)
-    check_dense_size(op.in_dim, op.out_dim, f"{type(layer).__name__} at input {op.in_shape}")
-    with torch.no_grad():
-        return dense_top_singular_value(dense_matrix(op.forward, op.in_shape, dtype, _device(layer)))
+    return weight
 
 
 def _schur_bound(op) -> float:

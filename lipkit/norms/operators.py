@@ -7,6 +7,7 @@ dropped (they shift, they do not stretch). Every function maps a batch (B, *in_s
 from __future__ import annotations
 
 import math
+import operator
 from dataclasses import dataclass
 from typing import Callable
 
@@ -76,9 +77,15 @@ def layer_operator(
     weight: use this tensor instead of layer.weight (a constraint normalizing a raw weight).
     Raises ValueError when input_shape does not fit the layer.
     """
-    in_shape = tuple(int(s) for s in input_shape)
-    device = next((p.device for p in layer.parameters()), torch.device("cpu"))
+    in_shape = as_input_shape(input_shape)
     check_input_shape(layer, in_shape)
+    return build_operator(layer, in_shape, dtype, weight)
+
+
+def build_operator(layer: nn.Module, in_shape: tuple[int, ...], dtype: torch.dtype = torch.float64,
+                   weight: Tensor | None = None) -> LinearOperator:
+    """layer_operator for a shape already checked (as_input_shape + check_input_shape)."""
+    device = next((p.device for p in layer.parameters()), torch.device("cpu"))
     if weight is None and hasattr(layer, "weight") and isinstance(layer.weight, Tensor):
         weight = layer.weight
     w = weight.detach().to(dtype) if weight is not None else None
@@ -151,6 +158,19 @@ def _expected(layer: nn.Module) -> str | None:
     if isinstance(layer, BATCHNORM):
         return f"(C={layer.num_features}, ...)"
     return None
+
+
+def as_input_shape(value, what: str = "input_shape") -> tuple[int, ...]:
+    """One sample's shape (no batch dim) as a tuple of ints > 0, or a one-line error naming
+    the value: what every public entry point taking an input shape checks first, once."""
+    try:
+        shape = tuple(operator.index(s) for s in value)
+    except TypeError:
+        shape = ()
+    if not shape or any(s <= 0 for s in shape):
+        raise ValueError(f"{what}={value!r}: expected one sample's shape as positive integers, e.g. (3, 32, 32) "
+                         "(no batch dimension)")
+    return shape
 
 
 def check_input_shape(layer: nn.Module, in_shape: tuple[int, ...]) -> None:

@@ -68,8 +68,15 @@ def input_gradient_penalty(
         return per_sample_sq_norm(_grad(losses.sum(), x)).mean()
     if loss_fn is not None:
         raise ValueError("loss_fn is only used with kind='loss'; kind='logits' differentiates the outputs")
+    return _jacobian_penalty(model, x, n_proj, generator)
+
+
+def _jacobian_penalty(model: Callable[[Tensor], Tensor], x: Tensor, n_proj: int | None,
+                      generator: torch.Generator | None) -> Tensor:
+    """kind="logits": mean over the batch of ||J_i||_F^2 (x: a leaf that requires grad)."""
     if n_proj is not None and (isinstance(n_proj, bool) or not isinstance(n_proj, int) or n_proj < 1):
         raise ValueError(f"n_proj must be None (exact) or an int >= 1, got {n_proj!r}")
+    batch = x.shape[0]
     out = model(x)
     if not isinstance(out, Tensor) or out.dim() < 1 or out.shape[0] != batch:
         raise ValueError(f"the model returned {_describe(out)} for a batch of {batch}: expected ({batch}, ...)")

@@ -163,8 +163,6 @@ def run(config: C, build: Callable[[C], Task], *, resume: bool = False) -> dict[
     """
     check_config(config)
     out, main = Path(config.out), is_main_process()
-    metrics_path = out / "metrics.jsonl"
-    start, wall, last_eval = 0, 0.0, {}
     state = None
     if resume:
         state, ckpt = load_latest(out)
@@ -173,59 +171,80 @@ def run(config: C, build: Callable[[C], Task], *, resume: bool = False) -> dict[
         raise ValueError(f"{out} already holds a run (ckpt-*.pt): pass resume=True (--resume) to "
                          "continue it, or choose another output folder")
     task = build(config)  # seeds the model init: after it, the checkpoint's RNG state wins
+    progress = _Progress(start=0, wall=0.0, last_eval={})
     if state is not None:
         task.load_state_dict(state["task"])
         set_rng_state(state["rng"])
-        start, wall, last_eval = state["step"], state["wall_seconds"], state.get("last_eval", {})
+        progress = _Progress(state["step"], state["wall_seconds"], state.get("last_eval", {}))
     if main:
         out.mkdir(parents=True, exist_ok=True)
         save_config(config, out / "config.json")
-        _truncate_metrics(metrics_path, start) if resume else metrics_path.write_text("")
-    last_good = f"step {start}" if start else "none yet"
-    bar = tqdm(total=config.steps, initial=start, disable=not (config.progress and main), dynamic_ncols=True)
-    eval_seconds = 0.0
+        _truncate_metrics(out / "metrics.jsonl", progress.start) if resume else (out / "metrics.jsonl").write_text("")
+    _loop(config, task, out, progress)
+    return _summarize(config, task, out, progress, (state or {}).get("wall_seconds", 0.0))
+
+
+@dataclass
+class _Progress:
+    """Where a run stands: the step it started from, training seconds, the last evaluation."""
+
+    start: int
+    wall: float
+    last_eval: dict[str, Any]
+    eval_seconds: float = 0.0
+
+
+def _loop(config: RunConfig, task: Task, out: Path, progress: _Progress) -> None:
+    """Steps start+1..config.steps: train, guard, evaluate, log, checkpoint (rank 0 writes)."""
+    main, metrics_path = is_main_process(), out / "metrics.jsonl"
+    last_good = f"step {progress.start}" if progress.start else "none yet"
+    bar = tqdm(total=config.steps, initial=progress.start, disable=not (config.progress and main), dynamic_ncols=True)
     try:
-        for step in range(start + 1, config.steps + 1):
+        for step in range(progress.start + 1, config.steps + 1):
             began = time.perf_counter()
             row: dict[str, Any] = {"step": step, **task.train_step(step)}
-            wall += time.perf_counter() - began
+            progress.wall += time.perf_counter() - began
             bad = sorted(k for k, v in row.items() if isinstance(v, float) and not math.isfinite(v))
             if bad:
                 raise NonFiniteLossError(
                     f"non-finite {', '.join(f'{k}={row[k]}' for k in bad)} at step {step}: run stopped "
                     f"without saving; last good checkpoint: {last_good} in {out}")
-            row["wall_seconds"] = round(wall, 4)
+            row["wall_seconds"] = round(progress.wall, 4)
             evaluated = _due(step, config.eval_every, config.steps) and main
             if evaluated:
                 began = time.perf_counter()
-                last_eval = task.evaluate(step, out)
-                eval_seconds += time.perf_counter() - began
-                row.update(last_eval)
+                progress.last_eval = task.evaluate(step, out)
+                progress.eval_seconds += time.perf_counter() - began
+                row.update(progress.last_eval)
             if main and (evaluated or _due(step, config.log_every, config.steps)):
                 with metrics_path.open("a") as handle:
                     handle.write(json.dumps(row) + "\n")
             bar.update(1)
-            live = {**last_eval, **row}
+            live = {**progress.last_eval, **row}
             bar.set_postfix({k: f"{live[k]:.3g}" for k in task_postfix_keys(live)})
             if _due(step, config.checkpoint_every, config.steps) and main:
                 save_checkpoint(out, step, {
                     "step": step, "config": dataclasses.asdict(config), "task": task.state_dict(),
-                    "rng": rng_state(), "wall_seconds": wall, "last_eval": last_eval,
+                    "rng": rng_state(), "wall_seconds": progress.wall, "last_eval": progress.last_eval,
                 }, keep=config.keep_checkpoints)
                 last_good = f"step {step}"
     except CheckpointError as err:
         raise NonFiniteLossError(f"{err}; run stopped; last good checkpoint: {last_good} in {out}") from err
     finally:
         bar.close()
-    done = config.steps - start
+
+
+def _summarize(config: RunConfig, task: Task, out: Path, progress: _Progress, resumed_wall: float) -> dict[str, Any]:
+    """summary.json (rank 0 writes it, with the task's end-of-run extras)."""
+    done = config.steps - progress.start
     summary = {
-        "steps": config.steps, "resumed_from": start, "train_seconds": round(wall, 3),
-        "seconds_per_step_this_session": None, "eval_seconds_this_session": round(eval_seconds, 3),
-        "final": last_eval, "config": dataclasses.asdict(config),
+        "steps": config.steps, "resumed_from": progress.start, "train_seconds": round(progress.wall, 3),
+        "seconds_per_step_this_session": None, "eval_seconds_this_session": round(progress.eval_seconds, 3),
+        "final": progress.last_eval, "config": dataclasses.asdict(config),
     }
     if done > 0:
-        summary["seconds_per_step_this_session"] = (wall - (state or {}).get("wall_seconds", 0.0)) / done
-    if main:
+        summary["seconds_per_step_this_session"] = (progress.wall - resumed_wall) / done
+    if is_main_process():
         summary["finish"] = task.finish(out)
         (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
     return summary

@@ -4,7 +4,7 @@ The model is traced with torch.fx into its call graph, so nn.Sequential, nested 
 and custom forward methods (residual blocks) are all walked in call order. Each value in
 the graph carries L, a certified Lipschitz constant of that value as a function of the
 model's input, and the rules are the textbook ones:
-    layer(a)      L = bound(layer) * L_a          (layer_bounds.py registry)
+    layer(a)      L = bound(layer) * L_a          (layer_rules.py registry)
     a + b, a - b  L = L_a + L_b                   (so x + f(x) gives 1 + L_f)
     c * a, a / c  L = |c| * L_a                   (c a Python number)
     cat/stack     L = sqrt(sum L_i^2)

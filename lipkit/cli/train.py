@@ -155,8 +155,8 @@ def add_train_commands(sub: argparse._SubParsersAction) -> None:
 
     critics, regs = method_names("critic"), method_names("classifier")
 
-    p = sub.add_parser("train-gan", help="train a WGAN with a critic preset (checkpoint, resume, metrics)",
-                       description="Train a WGAN. Unset hyperparameters take the preset's published "
+    p = sub.add_parser("train-gan", help="train a WGAN with a critic method (checkpoint, resume, metrics)",
+                       description="Train a WGAN. Unset hyperparameters take the critic method's published "
                        "values; the resolved config is written to OUT/config.json.")
     p.add_argument("--config", help="a config.json to start from (flags given here override it)")
     p.add_argument("--resume", action="store_true",

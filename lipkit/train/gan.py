@@ -1,8 +1,8 @@
 """WGAN training on lipkit's run skeleton: build, critic_step, generator_step, fit (the config is
 gan_config.py, evaluation gan_eval.py, the critic method lipkit.methods).
 
-The critic minimizes E f(fake) - E f(real) + sum_i w_i penalty_i, under the preset's
-constraint (presets.py); E f(real) - E f(fake) is its W1 estimate, logged every step.
+The critic minimizes E f(fake) - E f(real) + sum_i w_i penalty_i, under the critic method's
+constraint (lipkit/methods); E f(real) - E f(fake) is its W1 estimate, logged every step.
 The generator minimizes -E f(G(z)). A conditional run feeds the SAME labels to the real and
 the fake batch of a critic step (what a conditional gradient penalty assumes).
 

@@ -14,7 +14,7 @@ from .run import RunConfig
 
 @dataclass
 class GanConfig(RunConfig):
-    """A WGAN run. None means "the preset's / data set's published default" (resolve_config)."""
+    """A WGAN run. None means "the critic method's / data set's published default" (resolve_config)."""
 
     data: str = "gaussians8"  # a registered data set (lipkit.data: gaussians8, rings, digits, ...) or an idx folder
     classes: int = 10  # number of modes of `rings`

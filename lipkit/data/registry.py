@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from ..named import NamedRegistry
 from .images import ImageSet, load_digits, load_idx_images
 from .toy import SwissRoll, ToyMixture, gaussians8, gaussians25, rings
 
@@ -54,26 +55,23 @@ class DataSpec:
         return self.make(split=split, **options)
 
 
-_DATA: dict[str, DataSpec] = {}
+_DATA: NamedRegistry[DataSpec] = NamedRegistry("data set", DataSpec)
 
 
 def register_data(spec: DataSpec, *, replace: bool = False) -> DataSpec:
     """Add a data set to the registry (replace=True to redefine a name); returns it."""
     if not isinstance(spec, DataSpec):
         raise TypeError(f"register_data takes a DataSpec, got {type(spec).__name__}")
-    if spec.name in _DATA and not replace:
-        raise ValueError(f"a data set named {spec.name!r} is already registered; pass replace=True to redefine it")
-    _DATA[spec.name] = spec
-    return spec
+    return _DATA.register(spec.name, spec, replace=replace)
 
 
 def unregister_data(name: str) -> None:
-    _DATA.pop(name, None)
+    _DATA.unregister(name)
 
 
 def data_names(kind: str | None = None) -> tuple[str, ...]:
     """Registered names in registration order (kind: only "toy" or only "image" sets)."""
-    return tuple(n for n, s in _DATA.items() if kind is None or s.kind == kind)
+    return _DATA.names(None if kind is None else lambda s: s.kind == kind)
 
 
 def idx_folder_spec(folder: str | Path) -> DataSpec:

@@ -20,6 +20,8 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
+from ..named import NamedRegistry
+
 USES = ("critic", "classifier")
 CLASSIFIER_WEIGHT = "lam"  # a classifier weights its method's penalty by config.lam
 
@@ -110,29 +112,26 @@ class AppliedMethod:
                 term.load_state_dict(state[str(i)])  # type: ignore[attr-defined]
 
 
-_METHODS: dict[str, Method] = {}
+_METHODS: NamedRegistry[Method] = NamedRegistry("method", Method)
 
 
 def register_method(method: Method, *, replace: bool = False) -> Method:
     """Add `method` to the registry (replace=True to redefine a name); returns it."""
     if not isinstance(method, Method):
         raise TypeError(f"register_method takes a lipkit Method, got {type(method).__name__}")
-    if method.name in _METHODS and not replace:
-        raise ValueError(f"a method named {method.name!r} is already registered; pass replace=True to redefine it")
-    _METHODS[method.name] = method
-    return method
+    return _METHODS.register(method.name, method, replace=replace)
 
 
 def unregister_method(name: str) -> None:
     """Remove a method (tests and plugins that registered one temporarily)."""
-    _METHODS.pop(name, None)
+    _METHODS.unregister(name)
 
 
 def method_names(use: str | None = None) -> tuple[str, ...]:
     """Registered method names in registration order; use="critic"/"classifier": only those offered."""
     if use is not None and use not in USES:
         raise ValueError(f"use={use!r}: expected one of {USES}")
-    return tuple(n for n, m in _METHODS.items() if use is None or m.offered_for(use))
+    return _METHODS.names(None if use is None else lambda m: m.offered_for(use))
 
 
 def get_method(name: str, use: str | None = None) -> Method:

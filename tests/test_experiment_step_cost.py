@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from lipkit.cli import main
 from lipkit.experiments import step_cost, step_timing
 from lipkit.experiments.common import Context
+from lipkit.methods import method_names
 
 WIDTH = 4  # tiny critic: 7 convs of 4..32 channels
 
@@ -36,7 +37,7 @@ def layers(critic: nn.Module) -> list[nn.Module]:
     return [m for m in critic.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
 
 
-@pytest.mark.parametrize("mode", step_timing.MODES)
+@pytest.mark.parametrize("mode", method_names("critic"))
 def test_every_mode_builds_and_one_step_changes_the_parameters(mode):
     real, fake = batches()
     critic_and_method = step_timing.build(mode, WIDTH, "cpu", real)

@@ -11,6 +11,7 @@ from typing import Any
 import torch
 
 from ..experiments.step_timing import MODES, format_tables, legacy_json, measure
+from ..methods import method_names
 
 
 def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
@@ -20,8 +21,10 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--steps", type=int, default=5, help="timed steps per repeat")
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps before each timing")
     parser.add_argument("--repeats", type=int, default=3, help="interleaved repeats (the median is reported)")
-    parser.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES, metavar="MODE",
-                        help=f"modes to time, of {', '.join(MODES)} (default: all)")
+    critics = method_names("critic")  # a mode is any critic method of the registry
+    parser.add_argument("--modes", nargs="+", default=list(MODES), choices=critics, metavar="MODE",
+                        help=f"critic methods to time, of {', '.join(critics)} (default: {' '.join(MODES)}; "
+                        "'none' is the plain step every ratio is taken to)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
                         help="cpu, cuda or cuda:N (default: cuda when available)")
     parser.add_argument("--json", help="also write the results to this file")

@@ -24,6 +24,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ..data import get_data
 from ..train.gan import GanConfig, fit, resolve_config
 from .common import PROFILES, ClaimResult, Context, Figure, fmt, load_gan_task, markdown_table, run_or_reuse, verdict_of
 from .gradient_probes import MAX_SLOPE, REGIONS, gradient_norms, probe_regions, regions_of, summarize
@@ -120,7 +121,7 @@ def measure(config: GanConfig, n: int) -> tuple[dict[str, Any], dict[str, Tensor
     summary = run_or_reuse(config, resolve_config, fit)
     task = load_gan_task(config)
     gen = torch.Generator().manual_seed(PROBE_SEED + config.seed)
-    if config.data == "rings":
+    if get_data(config.data).is_toy:  # a mixture: regions by distance to its modes
         regions = probe_regions(task.dataset, n, gen)
     else:  # images in [-1, 1]: uniform noise in [-1, 1]^D is a.s. far from every image (no distance test)
         images, labels = task.held_out[:n], task.held_out_labels[:n]

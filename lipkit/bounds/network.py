@@ -5,47 +5,33 @@ and custom forward methods (residual blocks) are all walked in call order. Each 
 the graph carries L, a certified Lipschitz constant of that value as a function of the
 model's input, and the rules are the textbook ones:
     layer(a)      L = bound(layer) * L_a          (layer_rules.py registry)
-    a + b, a - b  L = L_a + L_b                   (so x + f(x) gives 1 + L_f)
+    a + b, a - b  L = L_a + L_b                   (so x + f(x) gives 1 + L_f; alpha, broadcasting
+                                                  and repeated operands counted: function_rules.py)
     c * a, a / c  L = |c| * L_a                   (c a Python number)
     cat/stack     L = sqrt(sum L_i^2)
-    reshape, view, flatten, permute, slicing: L unchanged.
+    reshape, view, flatten, permute, slicing: L unchanged; sizes and shapes: constants;
+    in-place writes update the tensor written (or are refused when it has views).
 An operation not covered raises an error that names it: nothing is silently skipped.
 Bounds describe the model in eval mode; tracing and shape propagation run in eval mode
 under no_grad and restore the training flags after, so no constraint state moves.
 """
 from __future__ import annotations
 
-import math
-import operator
 from dataclasses import dataclass, field
 
 import torch
 import torch.fx as fx
 import torch.nn as nn
-import torch.nn.functional as F
 
 from ..norms.measure import spectral_norm
 from ..norms.operators import CONV_TRANSPOSE, as_input_shape
+from .function_rules import function_rule, in_place_target, operand_nodes, write_in_place
 from .layer_rules import UnsupportedLayerError, has_layer_bound, layer_bound
 
 BOUND_METHODS = ("gram", "exact")
 # The graph is probed at two batch sizes: a value whose leading dim does not follow the
 # batch size mixes samples (e.g. x - x.mean(0)) and has no per-sample Lipschitz constant.
 _PROBE_BATCHES = ("lipkit_shape", 2), ("lipkit_shape_alt", 3)
-
-_SUM = {operator.add, operator.sub, operator.iadd, operator.isub, torch.add, torch.sub, "add", "sub", "add_", "sub_"}
-_SAME = {
-    operator.neg, torch.neg, "neg", torch.flatten, torch.reshape, torch.permute, torch.transpose,
-    torch.squeeze, torch.unsqueeze, "flatten", "view", "reshape", "permute", "transpose",
-    "contiguous", "squeeze", "unsqueeze", "clone", "float", "double", "to",
-}
-_ACT = {  # elementwise functions and their Lipschitz constants
-    F.relu: 1.0, torch.relu: 1.0, "relu": 1.0, torch.tanh: 1.0, "tanh": 1.0, F.tanh: 1.0,
-    torch.sigmoid: 0.25, "sigmoid": 0.25, F.sigmoid: 0.25, F.elu: None, F.leaky_relu: None,
-    F.gelu: 1.1290, F.silu: 1.0998, F.softplus: 1.0, F.hardtanh: 1.0, F.relu6: 1.0,
-}
-_CAT = {torch.cat, torch.stack, torch.concat}
-
 
 @dataclass(frozen=True)
 class LayerRow:
@@ -175,8 +161,6 @@ def _walk(gm: fx.GraphModule, method: str) -> LipschitzBound:
     rows: list[LayerRow] = []
     modules = dict(gm.named_modules())
     for node in gm.graph.nodes:
-        arg_l = [lip.get(a) for a in node.all_input_nodes]
-        dep = [x for x in arg_l if x is not None]
         if node.op == "placeholder":
             lip[node] = 1.0
         elif node.op == "get_attr":
@@ -187,15 +171,37 @@ def _walk(gm: fx.GraphModule, method: str) -> LipschitzBound:
                 raise ValueError("lipschitz_bound needs a model returning one tensor")
             return LipschitzBound(float(lip[out]), rows, method)
         elif node.op == "call_module":
-            layer = modules[node.target]
-            in_shape = _sample_shape(node.args[0])
-            rule = layer_bound(layer, in_shape, method)
-            lip[node] = rule.bound * (dep[0] if dep else 0.0)
-            rows.append(LayerRow(node.target, type(layer).__name__, in_shape, rule.bound,
-                                 rule.how, _reshaped_sigma(layer), lip[node]))
+            rows += _module_rule(node, modules[node.target], lip, method)
         else:
-            lip[node] = _function_rule(node, dep, arg_l)
+            if "lipkit_shape" in node.meta:
+                _sample_shape(node)  # refuses values that mix the samples of a batch
+            lip[node] = function_rule(node, lip.get)
+            target = in_place_target(node)
+            if target is not None:
+                write_in_place(node, target, lip)
     raise AssertionError("traced graph has no output node")
+
+
+def _module_rule(node: fx.Node, layer: nn.Module, lip: dict, method: str) -> list[LayerRow]:
+    """A layer call: bound(layer) * L of its one input-dependent argument (a row of the table)."""
+    dependent = [n for n in operand_nodes(node) if lip.get(n) is not None]
+    if len(dependent) > 1:
+        raise UnsupportedLayerError(
+            f"layer {node.target!r} ({type(layer).__name__}) takes {len(dependent)} arguments that depend on the "
+            "model input; lipschitz_bound bounds layers of one input (wrap the layer and register a bound)")
+    if not dependent:  # applied to a constant: the result is a constant too
+        lip[node] = None
+        return []
+    in_shape = _sample_shape(dependent[0])
+    rule = layer_bound(layer, in_shape, method)
+    lip[node] = rule.bound * lip[dependent[0]]
+    if getattr(layer, "inplace", False):  # nn.ReLU(inplace=True) and the like write into their input
+        if rule.bound > 1:
+            raise UnsupportedLayerError(f"layer {node.target!r} ({layer}) writes into its input with a constant "
+                                        f"{rule.bound:.4g} > 1; use inplace=False")
+        # an elementwise map with constant <= 1: every bound held for the input stays valid
+    return [LayerRow(node.target, type(layer).__name__, in_shape, rule.bound, rule.how, _reshaped_sigma(layer),
+                     lip[node])]
 
 
 def _reshaped_sigma(layer: nn.Module) -> float | None:
@@ -205,44 +211,3 @@ def _reshaped_sigma(layer: nn.Module) -> float | None:
     return float(spectral_norm(w.detach(), dim=1 if isinstance(layer, CONV_TRANSPOSE) else 0))
 
 
-def _function_rule(node: fx.Node, dep: list[float], arg_l: list) -> float | None:
-    """Lipschitz constant of a call_function / call_method node (None: input-independent)."""
-    fn = node.target
-    if not dep:
-        return None  # shapes, sizes, constants: they do not depend on the input
-    if "lipkit_shape" not in node.meta:
-        if fn is operator.getitem:  # an element of a tuple of tensors (e.g. torch.chunk)
-            return dep[0]
-        raise UnsupportedLayerError(f"unsupported operation {node.format_node()}")
-    _sample_shape(node)
-    if fn in _SUM:
-        return sum(dep)
-    if fn in _SAME:
-        return dep[0]
-    if fn is operator.getitem:
-        index = node.args[1]
-        index = index if isinstance(index, tuple) else (index,)
-        if all(isinstance(i, (int, slice, type(None), type(Ellipsis))) for i in index):
-            return dep[0]  # basic slicing selects entries: a projection, norm <= 1
-    if fn in (operator.mul, torch.mul, "mul", operator.truediv, torch.div, "div") and len(dep) == 1:
-        const = [a for a in node.args if isinstance(a, (int, float))]
-        if const and isinstance(node.args[0], fx.Node):
-            c = float(const[0])
-            return dep[0] * (abs(c) if fn in (operator.mul, torch.mul, "mul") else 1 / abs(c))
-        if const and fn in (operator.mul, torch.mul, "mul"):
-            return dep[0] * abs(float(const[0]))
-    if fn in _ACT:
-        c = _ACT[fn]
-        if fn is F.leaky_relu:
-            slope = node.kwargs.get("negative_slope", node.args[1] if len(node.args) > 1 else 0.01)
-            c = max(1.0, abs(slope))
-        elif fn is F.elu:
-            c = max(1.0, node.kwargs.get("alpha", node.args[1] if len(node.args) > 1 else 1.0))
-        return c * dep[0]
-    if fn in _CAT:
-        return math.sqrt(sum(x * x for x in dep))
-    name = getattr(fn, "__name__", fn)
-    raise UnsupportedLayerError(
-        f"no Lipschitz rule for the operation {name!r} in {node.format_node()}. Use a module "
-        "with a registered bound (lipkit.register_layer_bound) for it."
-    )

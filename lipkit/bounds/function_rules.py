@@ -1,0 +1,181 @@
+"""Lipschitz rules for the functions and tensor methods a traced forward calls
+(call_function / call_method nodes of the fx graph).
+
+Soundness is the rule: every rule reads ALL arguments of the operation it bounds, and an
+operation or an argument it does not understand is refused (UnsupportedLayerError), never
+guessed. In particular:
+- an operand that is used twice counts twice (y + y is 2 L_y, cat([y, y]) is sqrt(2) L_y);
+- a + alpha * b (torch.add / sub and their methods, in-place included) reads alpha;
+- a broadcast operand is replicated: an input-dependent tensor broadcast to m times its
+  size contributes sqrt(m) L (a 1x1 context added to every pixel of an 8x8 map: 8 L);
+- in-place operations change the tensor they write (walk.py updates it, or refuses when the
+  tensor is a view or has views, whose values would change unseen).
+`lip(node)` gives a node's certified constant, None for values that do not depend on the
+input (constants, shapes).
+"""
+from __future__ import annotations
+
+import builtins
+import math
+import operator
+from typing import Any, Callable
+
+import torch
+import torch.fx as fx
+import torch.nn.functional as F
+
+from .layer_rules import UnsupportedLayerError
+
+Lip = Callable[[Any], "float | None"]
+
+ADD = {operator.add, operator.iadd, torch.add, "add", "add_"}
+SUB = {operator.sub, operator.isub, torch.sub, "sub", "sub_"}
+MUL = {operator.mul, operator.imul, torch.mul, "mul", "mul_"}
+DIV = {operator.truediv, operator.itruediv, torch.div, "div", "div_"}
+IN_PLACE_OPERATORS = {operator.iadd, operator.isub, operator.imul, operator.itruediv}
+# Ops that return the same entries rearranged (norm-preserving); the result may share memory.
+VIEWS = {
+    torch.flatten, torch.reshape, torch.permute, torch.transpose, torch.squeeze, torch.unsqueeze,
+    "flatten", "view", "reshape", "permute", "transpose", "contiguous", "squeeze", "unsqueeze",
+}
+SAME = VIEWS | {operator.neg, torch.neg, "neg", "clone", "float", "double", "to"}
+ALIASING = VIEWS | {operator.getitem, "float", "double", "to"}  # results that may share the source's memory
+SHAPE_QUERIES = {"size", "dim", "numel", "ndimension", builtins.len}  # and getattr(x, "shape")
+ACTIVATIONS = {  # elementwise functions and their Lipschitz constants (None: read the arguments)
+    F.relu: 1.0, torch.relu: 1.0, "relu": 1.0, "relu_": 1.0, torch.tanh: 1.0, "tanh": 1.0, F.tanh: 1.0,
+    torch.sigmoid: 0.25, "sigmoid": 0.25, F.sigmoid: 0.25, F.elu: None, F.leaky_relu: None,
+    F.gelu: 1.1290, F.silu: 1.0998, F.softplus: 1.0, F.hardtanh: 1.0, F.relu6: 1.0,
+}
+CAT = {torch.cat, torch.stack, torch.concat}
+
+
+def operand_nodes(node: fx.Node) -> list[fx.Node]:
+    """Every fx.Node among the node's arguments, with repeats (all_input_nodes drops them)."""
+    found: list[fx.Node] = []
+    fx.node.map_arg((node.args, node.kwargs), lambda n: found.append(n) or n)
+    return found
+
+
+def sample_numel(node: fx.Node) -> int:
+    return math.prod(node.meta["lipkit_shape"][1:])
+
+
+def is_shape_query(node: fx.Node) -> bool:
+    if node.target in SHAPE_QUERIES:
+        return True
+    return node.target is builtins.getattr and len(node.args) > 1 and node.args[1] in ("shape", "ndim")
+
+
+def in_place_target(node: fx.Node) -> fx.Node | None:
+    """The tensor a node writes into (x.add_(y), x += y, F.relu(x, inplace=True)), or None."""
+    name = node.target if node.op == "call_method" else None
+    written = (isinstance(name, str) and name.endswith("_")) or node.target in IN_PLACE_OPERATORS \
+        or node.kwargs.get("inplace") is True
+    target = node.args[0] if node.args else None
+    return target if written and isinstance(target, fx.Node) else None
+
+
+def function_rule(node: fx.Node, lip: Lip) -> float | None:
+    """Certified Lipschitz constant of a call_function / call_method node (module docs)."""
+    operands = operand_nodes(node)
+    dependent = [n for n in operands if lip(n) is not None]
+    if not dependent or is_shape_query(node):
+        return None  # constants, sizes and shapes do not depend on the input's values
+    fn = node.target
+    if "lipkit_shape" not in node.meta:  # not a tensor: only an element of a tuple of tensors is understood
+        raise UnsupportedLayerError(f"unsupported operation {node.format_node()}")
+    if fn in ADD or fn in SUB:
+        return _sum(node, lip)
+    if fn in MUL or fn in DIV:
+        return _scale(node, lip, dependent)
+    if fn in SAME or fn is operator.getitem:
+        return _rearrange(node, lip, dependent)
+    if fn in ACTIVATIONS:
+        return _activation(node, lip, dependent)
+    if fn in CAT:
+        return math.sqrt(sum(lip(n) ** 2 for n in dependent))
+    name = getattr(fn, "__name__", fn)
+    raise UnsupportedLayerError(
+        f"no Lipschitz rule for the operation {name!r} in {node.format_node()}. Use a module "
+        "with a registered bound (lipkit.register_layer_bound) for it."
+    )
+
+
+def _sum(node: fx.Node, lip: Lip) -> float:
+    """a + alpha * b (a - alpha * b): L_a + |alpha| L_b, each operand times sqrt(its broadcast
+    multiplicity)."""
+    extra = set(node.kwargs) - {"alpha"}
+    if len(node.args) != 2 or extra:
+        raise UnsupportedLayerError(f"unsupported arguments {sorted(extra) or node.args[2:]} in {node.format_node()}")
+    alpha = node.kwargs.get("alpha", 1)
+    if not isinstance(alpha, (int, float)):
+        raise UnsupportedLayerError(f"alpha={alpha} is not a number in {node.format_node()}")
+    out = sample_numel(node)
+    total = 0.0
+    for operand, coef in zip(node.args, (1.0, float(alpha))):
+        if isinstance(operand, fx.Node) and lip(operand) is not None:
+            total += abs(coef) * math.sqrt(out / sample_numel(operand)) * lip(operand)
+    return total
+
+
+def _scale(node: fx.Node, lip: Lip, dependent: list[fx.Node]) -> float:
+    """c * a, a * c, a / c with c a Python number: |c| L_a (L_a / |c|)."""
+    if len(node.args) == 2 and not node.kwargs and len(dependent) == 1:
+        a, b = node.args
+        if node.target in MUL and isinstance(a, (int, float)) != isinstance(b, (int, float)):
+            c = a if isinstance(a, (int, float)) else b
+            return abs(float(c)) * lip(dependent[0])
+        if node.target in DIV and isinstance(a, fx.Node) and isinstance(b, (int, float)) and b != 0:
+            return lip(a) / abs(float(b))
+    raise UnsupportedLayerError(
+        f"{node.format_node()}: only scaling by a Python number is certified (a product of two tensors, "
+        "or a scale that is a tensor, is not Lipschitz-bounded by this rule)")
+
+
+def _rearrange(node: fx.Node, lip: Lip, dependent: list[fx.Node]) -> float:
+    """Views, copies, dtype casts, negation and basic slicing: entries kept or dropped, never
+    repeated, so L is unchanged. Every other argument must be input-independent (sizes)."""
+    source = node.args[0]
+    if len(dependent) != 1 or dependent[0] is not source:
+        raise UnsupportedLayerError(f"{node.format_node()}: more than one input-dependent argument")
+    if node.target is operator.getitem:
+        index = node.args[1] if isinstance(node.args[1], tuple) else (node.args[1],)
+        if not all(isinstance(i, (int, slice, type(None), type(Ellipsis))) for i in index):
+            raise UnsupportedLayerError(f"{node.format_node()}: only basic slicing is certified (advanced "
+                                        "indexing may repeat entries)")
+    return lip(source)
+
+
+def _activation(node: fx.Node, lip: Lip, dependent: list[fx.Node]) -> float:
+    fn = node.target
+    if len(dependent) != 1 or dependent[0] is not node.args[0]:
+        raise UnsupportedLayerError(f"{node.format_node()}: an activation's parameters must not depend on the input")
+    c = ACTIVATIONS[fn]
+    if fn is F.leaky_relu:
+        c = max(1.0, abs(node.kwargs.get("negative_slope", node.args[1] if len(node.args) > 1 else 0.01)))
+    elif fn is F.elu:
+        c = max(1.0, node.kwargs.get("alpha", node.args[1] if len(node.args) > 1 else 1.0))
+    return c * lip(node.args[0])
+
+
+def write_in_place(node: fx.Node, target: fx.Node, lip: dict) -> None:
+    """`node` wrote its result into `target`: later reads of `target` see the new values.
+
+    An elementwise activation with constant <= 1 (relu_, inplace=True) only contracts the
+    entries it rewrites, so every bound already held for the target and for any view of it
+    stays valid. Any other write (add_, mul_, +=) gives the target the node's constant; a
+    target that is a view, or has views, is refused: those would change without a rule.
+    """
+    if lip.get(target) is None or lip.get(node) is None:
+        if lip.get(node) is not None:  # a constant overwritten by an input-dependent value
+            lip[target] = lip[node]
+        return
+    if node.target in ACTIVATIONS and lip[node] <= lip[target]:
+        return
+    views = [u for u in target.users if u is not node and u.target in ALIASING]
+    if (target.op in ("call_function", "call_method") and target.target in ALIASING) or views:
+        raise UnsupportedLayerError(
+            f"in-place operation {node.format_node()} writes into {target.name}, which is a view of another "
+            f"tensor or has views ({', '.join(v.name for v in views) or 'its source'}): the bound cannot follow "
+            "values changed through an alias. Write it out of place (y = y + ...).")
+    lip[target] = lip[node]

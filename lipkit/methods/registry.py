@@ -150,6 +150,9 @@ def apply_method(model: nn.Module, name: str, hp: Mapping[str, Any], use: str) -
     hooks = method.constraint(model, hp) if method.constraint is not None else ()
     terms = []
     for term in method.penalties:
-        weight = hp[CLASSIFIER_WEIGHT if use == "classifier" else term.weight]
-        terms.append((weight, term.make(model, hp)))
+        key = CLASSIFIER_WEIGHT if use == "classifier" else term.weight
+        if key not in hp:
+            raise ValueError(f"method {name!r}: penalty {term.name!r} is weighted by {key!r}, which this {use} "
+                             f"config does not have; its weights: {sorted(k for k in hp if not k.startswith('_'))}")
+        terms.append((hp[key], term.make(model, hp)))
     return AppliedMethod(name, terms, tuple(hooks))

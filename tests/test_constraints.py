@@ -498,3 +498,13 @@ def test_training_forward_under_inference_mode() -> None:
             torch.testing.assert_close(c.u, t.u)
             torch.testing.assert_close(c.v, t.v)
         torch.testing.assert_close(y, expected.detach())
+
+
+@pytest.mark.parametrize("dtype", [torch.int64, torch.complex64])
+@pytest.mark.parametrize("method", ["spectral", "clip", "frobenius"])
+def test_non_real_float_weights_are_a_one_line_error(dtype, method) -> None:
+    layer = nn.Linear(3, 2)
+    layer.weight = nn.Parameter(torch.ones(2, 3, dtype=dtype), requires_grad=False)
+    with pytest.raises(ValueError, match=f"{dtype} weight; lk.constrain needs real floating-point weights"):
+        lc.constrain(nn.Sequential(layer), method)
+    assert not list(lc.constraints_of(layer))  # nothing attached

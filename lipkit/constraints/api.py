@@ -64,6 +64,7 @@ def constrain(
     _check_input_shape_names(resolved, chosen)
     for name, layer in chosen:  # refuse before changing anything: all or nothing
         _check_unconstrained(name or "<root>", layer)
+        _check_real_weight(name or "<root>", layer)
     built = [(layer, build_constraint(method, name, layer, resolved)) for name, layer in chosen]
     for layer, constraint in built:
         _attach(layer, constraint, mode)
@@ -208,6 +209,15 @@ def _attach(layer: nn.Module, constraint: Constraint, mode: str) -> None:
         h is _observe_inputs for h in layer._forward_pre_hooks.values()
     ):
         layer.register_forward_pre_hook(_observe_inputs)
+
+
+def _check_real_weight(name: str, layer: nn.Module) -> None:
+    # An integer weight would be rounded back by every projection (all zeros after a clip or a
+    # normalization); a complex one has no ordering and its norm maps are not these.
+    dtype = layer.weight.dtype
+    if not dtype.is_floating_point:
+        raise ValueError(f"layer {name!r} ({type(layer).__name__}) has a {dtype} weight; lk.constrain needs real "
+                         "floating-point weights (float16, bfloat16, float32 or float64)")
 
 
 def _check_unconstrained(name: str, layer: nn.Module) -> None:

@@ -16,6 +16,7 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
+from ..norms.linalg import as_dtype  # noqa: F401  (constraints import it from here)
 from ..norms.power_state import UpdateWatch, tensors_key
 
 # sigma is clamped from below by this before dividing: an all-zero weight stays zero
@@ -109,12 +110,6 @@ def compute_dtype(dtype: torch.dtype) -> torch.dtype:
     if dtype is torch.float32 or dtype is torch.float64:  # the usual case, without a dispatcher call
         return dtype
     return torch.promote_types(dtype, torch.float32)
-
-
-def as_dtype(t: Tensor, dtype: torch.dtype) -> Tensor:
-    """t in dtype; t itself when it already is (a no-op .to still costs a dispatcher call
-    per forward, and the forward of a constraint runs at every weight read)."""
-    return t if t.dtype is dtype else t.to(dtype)
 
 
 def autocast_off(device_type: str) -> contextlib.AbstractContextManager:

@@ -60,8 +60,6 @@ _DATA: NamedRegistry[DataSpec] = NamedRegistry("data set", DataSpec)
 
 def register_data(spec: DataSpec, *, replace: bool = False) -> DataSpec:
     """Add a data set to the registry (replace=True to redefine a name); returns it."""
-    if not isinstance(spec, DataSpec):
-        raise TypeError(f"register_data takes a DataSpec, got {type(spec).__name__}")
     return _DATA.register(spec.name, spec, replace=replace)
 
 
@@ -98,9 +96,9 @@ def make_dataset(name: str, **options: Any) -> ToyMixture | SwissRoll | ImageSet
     fashion-mnist (options of load_idx_images()), mnist (root= a folder)."""
     if name == "mnist":  # MNIST has no default folder: the idx reader names what is missing
         return load_idx_images(name="mnist", **options)
-    spec = get_data(name) if name in _DATA else None
-    if spec is None:
+    if name not in _DATA:
         raise ValueError(f"unknown data set {name!r}; expected one of {', '.join(_DATA)} or mnist")
+    spec = _DATA[name]
     if spec.is_toy and not spec.uses_classes and options:
         raise ValueError(f"{name} takes no options; got {sorted(options)}")
     return spec.make(**options)

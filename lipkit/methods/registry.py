@@ -117,8 +117,6 @@ _METHODS: NamedRegistry[Method] = NamedRegistry("method", Method)
 
 def register_method(method: Method, *, replace: bool = False) -> Method:
     """Add `method` to the registry (replace=True to redefine a name); returns it."""
-    if not isinstance(method, Method):
-        raise TypeError(f"register_method takes a lipkit Method, got {type(method).__name__}")
     return _METHODS.register(method.name, method, replace=replace)
 
 

@@ -31,6 +31,12 @@ def _normalize(x: Tensor, fallback: Tensor, eps: float = 1e-30) -> Tensor:
     return torch.where(n > eps, x / n.clamp_min(eps), fallback)
 
 
+def as_dtype(t: Tensor, dtype: torch.dtype) -> Tensor:
+    """t in dtype; t itself when it already is (a no-op .to still costs a dispatcher call,
+    and constraints and power steps run at every weight read or update)."""
+    return t if t.dtype is dtype else t.to(dtype)
+
+
 def start_vector(shape, dtype: torch.dtype, device) -> Tensor:
     """A fixed pseudo-random unit start for power iteration: reproducible across runs and
     processes (every DDP rank starts equal) and almost surely not orthogonal to the top

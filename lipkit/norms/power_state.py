@@ -20,7 +20,7 @@ from typing import Callable, Sequence
 import torch
 from torch import Tensor
 
-from .linalg import power_iteration
+from .linalg import as_dtype, power_iteration
 
 WARMUP_MAX_ITER = 500  # power steps at registration / first use: to convergence, at most this many
 WARMUP_TOL = 1e-6  # relative change of sigma that counts as converged
@@ -89,8 +89,7 @@ def refresh_vectors(forward: Map, adjoint: Map, u: Tensor, v: Tensor, n_iter: in
     sigma above ~1e-8 is unaffected (TINY is below float32 resolution there).
     With `tol` (warm-up): iterate to convergence, reading sigma on the host.
     """
-    u = u if u.dtype is dtype else u.to(dtype)  # a no-op .to still costs a dispatcher call per step
-    v = v if v.dtype is dtype else v.to(dtype)
+    u, v = as_dtype(u, dtype), as_dtype(v, dtype)
     if tol is not None:  # power_iteration works on batches: add and remove a batch dim
         sigma, new_u, new_v = power_iteration(lambda x: forward(x[0])[None], lambda y: adjoint(y[0])[None],
                                               v[None], n_iter, tol)

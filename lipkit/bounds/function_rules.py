@@ -166,11 +166,10 @@ def write_in_place(node: fx.Node, target: fx.Node, lip: dict) -> None:
     stays valid. Any other write (add_, mul_, +=) gives the target the node's constant; a
     target that is a view, or has views, is refused: those would change without a rule.
     """
-    if lip.get(target) is None or lip.get(node) is None:
-        if lip.get(node) is not None:  # a constant overwritten by an input-dependent value
-            lip[target] = lip[node]
+    new, old = lip.get(node), lip.get(target)
+    if new is None:  # an input-independent value written: no constant changes
         return
-    if node.target in ACTIVATIONS and lip[node] <= lip[target]:
+    if old is not None and node.target in ACTIVATIONS and new <= old:
         return
     views = [u for u in target.users if u is not node and u.target in ALIASING]
     if (target.op in ("call_function", "call_method") and target.target in ALIASING) or views:
@@ -178,4 +177,4 @@ def write_in_place(node: fx.Node, target: fx.Node, lip: dict) -> None:
             f"in-place operation {node.format_node()} writes into {target.name}, which is a view of another "
             f"tensor or has views ({', '.join(v.name for v in views) or 'its source'}): the bound cannot follow "
             "values changed through an alias. Write it out of place (y = y + ...).")
-    lip[target] = lip[node]
+    lip[target] = new

@@ -300,17 +300,20 @@ def test_gradient_penalty_and_double_forward_backprop() -> None:
 @pytest.mark.parametrize("operator", ["reshape", "conv"])
 def test_power_iteration_runs_once_per_weight_update(operator: str, monkeypatch) -> None:
     calls = []
-    original = spectral_module.refresh_vectors
 
-    def counting(*args, **kwargs):
-        calls.append(args[4])  # n_iter
-        return original(*args, **kwargs)
+    def counting(cls, kind):
+        original = cls._top_pair
+
+        def count(self, *args, **kwargs):
+            calls.append(kind)
+            return original(self, *args, **kwargs)
+        return count
 
     critic = lc.constrain(make_critic(), "spectral", operator=operator)
     x = torch.randn(4, *INPUT_SHAPE)
     critic(x)  # records conv input shapes (warm-up) before counting
-    monkeypatch.setattr(spectral_module, "refresh_vectors", counting)
-    monkeypatch.setattr(conv_module, "refresh_vectors", counting)
+    for cls, kind in ((spectral_module.SpectralNormalization, "reshape"), (conv_module.ConvSpectralNormalization, "conv")):
+        monkeypatch.setattr(cls, "_top_pair", counting(cls, kind))
     u_before = [c.u.clone() for *_, c in lc.constraints_of(critic)]
     for _ in range(3):  # D(real), D(fake), D(x_inter) of one step, plus a backward
         critic(x).sum().backward()
@@ -319,11 +322,19 @@ def test_power_iteration_runs_once_per_weight_update(operator: str, monkeypatch)
     torch.optim.SGD(critic.parameters(), lr=1e-2).step()
     critic(x)
     critic(x)
-    assert calls == [1] * 4  # one n_iter=1 update per layer, at the first forward only
+    # one refresh per layer per update, at the first forward only: of the reshaped weight's
+    # top pair or of the conv operator's
+    expected = ["reshape"] * 4 if operator == "reshape" else ["conv"] * 3 + ["reshape"]
+    assert calls == expected
     critic.eval()
+    u_before = [c.u.clone() for *_, c in lc.constraints_of(critic)]
     torch.optim.SGD(critic.parameters(), lr=1e-2).step()
     critic(x)
-    assert calls == [1] * 4  # eval: never
+    critic(x)
+    # eval: the stored vectors never change; a changed weight is read with a pair of its
+    # own, computed once per weight value (cached)
+    assert calls == expected * 2
+    assert all(torch.equal(u, c.u) for u, (*_, c) in zip(u_before, lc.constraints_of(critic)))
 
 
 def test_zero_weight_stays_zero_and_finite() -> None:

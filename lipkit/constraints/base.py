@@ -67,6 +67,9 @@ class Constraint(nn.Module):
         # Whether the vectors were current travels in state_dict (CURRENT_KEY), so a run
         # resumed from a checkpoint refreshes exactly when the uninterrupted run would have.
         self.watch = UpdateWatch()
+        # An eval read of a weight changed since the last refresh (export right after a step)
+        # gets up-to-date vectors of its own, kept here, not in the buffers: eval changes no state.
+        self._eval_cache: tuple | None = None  # (weight key, value, weight: its pointer stays taken)
 
     def weight_changed(self, raw: Tensor) -> bool:
         """True when `raw` changed since the state was last brought up to date."""
@@ -74,6 +77,13 @@ class Constraint(nn.Module):
 
     def mark_current(self, raw: Tensor) -> None:
         self.watch.mark((raw,))
+
+    def eval_cached(self, raw: Tensor, compute):
+        """compute() for this value of `raw`, evaluated once per value (eval reads)."""
+        key = tensors_key((raw,))
+        if self._eval_cache is None or self._eval_cache[0] != key:
+            self._eval_cache = (key, compute(), raw)
+        return self._eval_cache[1]
 
     def _save_to_state_dict(self, destination, prefix, keep_vars) -> None:
         super()._save_to_state_dict(destination, prefix, keep_vars)
@@ -88,6 +98,7 @@ class Constraint(nn.Module):
         key = prefix + CURRENT_KEY
         if key in unexpected_keys:  # ours, not a buffer: computed at save time
             unexpected_keys.remove(key)
+        self._eval_cache = None  # computed from the vectors before the load
         self.watch.reset()  # new vectors: refresh at the next training forward...
         self.watch.adopt_next = bool(state_dict.get(key, False))  # ...unless they were current
 

@@ -2,16 +2,23 @@
 
 The reshaped kernel's sigma (SN-GAN, torch) is not the conv's Lipschitz constant: after
 torch's SN a 3x3 conv on 16x16 inputs still has norm 1.82 (ANCHORS.md). Here sigma is the
-norm of the linear map the layer computes at the input shape it is fed, found by power
-iteration on the conv and its transpose (ConvGeometry): the normalized layer has true
-norm bound * sigma_true / sigma_est, i.e. bound up to the power iteration's accuracy (it
-converges from below, so slightly above bound, by ~1e-4 relative with one step per update
-after a converged warm-up). certified=True divides by the Gram iteration bound on the
-conv's frequency symbol instead: true norm <= bound guaranteed, a little below it.
+norm of the linear map the layer computes at the input shape it is fed (ConvGeometry).
+
+certified=False (default): sigma = <u, conv_W(v)> for a top singular pair (u, v) found
+once per weight update by Rayleigh-Ritz on a block Krylov space (norms/krylov.py) that
+holds the previous v and the top modes of the conv's frequency symbol (norms/conv_modes.py).
+Plain power iteration (one step per update, SN-GAN's scheme) is NOT enough here: a conv's
+top spectrum is dense and a step can move the top to another frequency, and the true norm
+then ran 38% above the bound (issue 11; benchmarks/sn_conv_lag.py). The estimate is from
+below, so the normalized norm is bound * sigma_true / sigma_est, at or slightly above bound.
+certified=True divides by the Gram iteration bound on the conv's symbol instead: true norm
+<= bound guaranteed, a little below it.
 
 The input shape is only known at the first forward: a forward pre-hook records it (and
 re-initializes the vectors, in training mode, if it changes). The vectors' shapes depend
 on it, so loading a state_dict resizes them first (a fresh model has not seen a forward).
+An eval read of a weight changed since the last training read (export right after a step)
+refreshes into a cache, not into u, v: eval still changes no state.
 """
 from __future__ import annotations
 
@@ -21,10 +28,12 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
+from ..norms.conv_modes import mode_grid, mode_vectors, rank_modes
 from ..norms.conv_symbol import circular_symbol, dense_kernel, symbol_plan
+from ..norms.krylov import krylov_top_pair
 from ..norms.linalg import gram_iteration_bound, start_vector
 from ..norms.operators import ConvGeometry
-from ..norms.power_state import WARMUP_MAX_ITER, WARMUP_TOL, refresh_vectors
+from ..norms.power_state import WARMUP_TOL
 from .base import (
     Constraint,
     as_dtype,
@@ -35,6 +44,10 @@ from .base import (
     raw_tensor,
 )
 from .spectral import GRAM_ITER
+
+MODE_COUNT = 4  # symbol frequencies whose top modes join every refresh (measured: 2 lagged 10x more)
+WARMUP_DEPTH = 4  # Krylov depth of each warm-up round
+WARMUP_ROUNDS = 50  # at most this many rounds; each keeps the best vector so far
 
 
 def sample_shape(x: Tensor, nd: int) -> tuple[int, ...]:
@@ -70,6 +83,10 @@ class ConvSpectralNormalization(Constraint):
         self.register_buffer("u", empty.clone())
         self.register_buffer("v", empty.clone())
         self.register_buffer("sigma_grad", empty.clone(), persistent=False)  # d sigma / dW
+        # Every symbol frequency's top right singular vector (rank_modes; a complex tensor's
+        # real view), carried from update to update like u and v, and saved with them.
+        self.register_buffer("freq_vectors", empty.new_zeros(0, 0, 2))
+        self._grid = None
         self._shape: tuple[int, ...] | None = None
         self._plan: tuple[list[int], float] | None = None
         if input_shape is not None:
@@ -95,7 +112,10 @@ class ConvSpectralNormalization(Constraint):
         self.input_shape = torch.tensor(shape, dtype=torch.long, device=device)
         self._shape = shape
         self._plan = symbol_plan(self.geometry, shape, self.weight_shape[2:])[:2]
+        self._grid = mode_grid(self.geometry, shape, self.weight_shape)
+        self.freq_vectors = self.freq_vectors.new_zeros(0, 0, 2)
         self.watch.reset()  # vectors or cached bound gradient belong to the old shape
+        self._eval_cache = None
         if not self.certified:
             self.u = start_vector(out_shape, dtype, device)
             self.v = start_vector(shape, dtype, device)
@@ -103,9 +123,11 @@ class ConvSpectralNormalization(Constraint):
     def _forget_shape(self) -> None:
         """Back to 'no input seen' (loading a checkpoint saved before any forward)."""
         self.input_shape = self.input_shape.new_zeros(0)
+        self._eval_cache = None
         self.u, self.v = self.u.new_zeros(0), self.v.new_zeros(0)
         self.sigma_grad = self.sigma_grad.new_zeros(0)
-        self._shape = self._plan = None
+        self._shape = self._plan = self._grid = None
+        self.freq_vectors = self.freq_vectors.new_zeros(0, 0, 2)
         self.watch.reset()
 
     def set_input_shape(self, shape: tuple[int, ...], raw: Tensor) -> None:
@@ -116,24 +138,64 @@ class ConvSpectralNormalization(Constraint):
             return
         with torch.no_grad(), autocast_off(raw.device.type):
             w = raw.detach().to(compute_dtype(raw.dtype))
-            self.set_vectors(*refresh_vectors(*self._maps(w), self.u, self.v, WARMUP_MAX_ITER, WARMUP_TOL, w.dtype))
-        self._refresh_sigma_grad()
+            # Rounds until sigma stops moving: every round re-injects the symbol's modes and
+            # keeps the best vector so far (sigma never decreases), so a plateau at a lower
+            # singular value (the stride-2 case of issue 11) is left as soon as a round sees
+            # the top, and stopping needs two quiet rounds in a row.
+            sigma, quiet = 0.0, 0
+            for _ in range(WARMUP_ROUNDS):
+                new = float(self._refresh(w, WARMUP_DEPTH))
+                quiet = quiet + 1 if abs(new - sigma) <= WARMUP_TOL * max(new, 1e-30) else 0
+                sigma = new
+                if quiet >= 2:
+                    break
+        self.sigma_grad = self._sigma_grad(self.u, self.v)
         self.mark_current(raw)
 
-    def _refresh_sigma_grad(self) -> None:
-        """sigma_grad = d<u, conv_W(v)>/dW, which depends on u and v only (the map is linear
-        in W). Rebound, never written in place: graphs that saved the old one stay valid."""
+    def _sigma_grad(self, u: Tensor, v: Tensor) -> Tensor:
+        """d<u, conv_W(v)>/dW, which depends on u and v only (the map is linear in W). The
+        caller rebinds sigma_grad to it, never writes in place: graphs that saved the old
+        one stay valid."""
         # inference_mode(False): a training-mode forward under torch.inference_mode() must
         # still be able to differentiate here (u, v, w are ordinary tensors).
-        with torch.inference_mode(False), torch.enable_grad(), autocast_off(self.u.device.type):
-            u, v = self.u.unsqueeze(0), self.v.unsqueeze(0)
+        with torch.inference_mode(False), torch.enable_grad(), autocast_off(u.device.type):
             w = torch.zeros(self.weight_shape, dtype=u.dtype, device=u.device, requires_grad=True)
-            (grad,) = torch.autograd.grad((u * self.geometry.forward(v, w)).sum(), w)
-        self.sigma_grad = grad
+            (grad,) = torch.autograd.grad((u[None] * self.geometry.forward(v[None], w)).sum(), w)
+        return grad
 
-    def _maps(self, w: Tensor):
+    def _top_pair(self, w: Tensor, depth: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """(sigma, u, v, freq_vectors) for weight w: Rayleigh-Ritz over the stored v, the
+        symbol's top modes (ranked from the stored freq_vectors) and depth Krylov blocks.
+        No state change: the caller keeps or drops the results."""
         geometry, shape = self.geometry, self._shape
-        return (lambda x: geometry.forward(x[None], w)[0]), (lambda y: geometry.adjoint(y[None], w, shape)[0])
+        with torch.inference_mode(False), torch.no_grad():  # new vectors: normal tensors
+            start = torch.view_as_complex(self.freq_vectors.contiguous()) if self.freq_vectors.numel() else None
+            freqs, amps, freq_vectors = rank_modes(geometry, w, self._grid, MODE_COUNT, start)
+            modes = mode_vectors(self._grid, freqs, amps, w.dtype)
+            if geometry.transposed:  # the modes live in the layer's output space
+                modes = geometry.adjoint(modes, w, shape)
+            start = torch.cat([as_dtype(self.v, w.dtype)[None], modes])
+            sigma, u, v = krylov_top_pair(lambda x: geometry.forward(x, w),
+                                          lambda y: geometry.adjoint(y, w, shape), start, depth)
+        return sigma, u, v, torch.view_as_real(freq_vectors).to(self.freq_vectors.dtype)
+
+    def _refresh(self, w: Tensor, depth: int) -> Tensor:
+        """Bring u, v and freq_vectors up to date for weight w (rebinding them); returns sigma."""
+        sigma, u, v, self.freq_vectors = self._top_pair(w, depth)
+        self.set_vectors(u, v)
+        return sigma
+
+    def _current_sigma_grad(self, raw: Tensor, w: Tensor) -> Tensor:
+        """sigma_grad for the weight being read: refreshed once per update in training; in
+        eval, a weight changed since the last refresh gets a cached pair of its own."""
+        if not self.weight_changed(raw):
+            return self.sigma_grad
+        if self.training:
+            self._refresh(w.detach(), self.n_iter + 2)
+            self.sigma_grad = self._sigma_grad(self.u, self.v)
+            self.mark_current(raw)
+            return self.sigma_grad
+        return self.eval_cached(raw, lambda: self._sigma_grad(*self._top_pair(w.detach(), self.n_iter + 2)[1:3]))
 
     def forward(self, raw: Tensor) -> Tensor:
         if self._shape is None:
@@ -147,16 +209,9 @@ class ConvSpectralNormalization(Constraint):
             if self.certified:
                 sigma = cached_homogeneous(self, raw, w, self._gram_bound)
             else:
-                if self.training and self.weight_changed(raw):
-                    with torch.inference_mode(False), torch.no_grad():  # new vectors: normal tensors
-                        self.set_vectors(*refresh_vectors(
-                            *self._maps(w), self.u, self.v, self.n_iter, dtype=w.dtype
-                        ))
-                    self._refresh_sigma_grad()
-                    self.mark_current(raw)
                 # sigma = <u, conv_W(v)> = <sigma_grad, W>: linear in W, so one dot product
                 # with the stored gradient replaces a conv over the whole input per forward.
-                sigma = (as_dtype(self.sigma_grad, w.dtype) * w).sum()
+                sigma = (as_dtype(self._current_sigma_grad(raw, w), w.dtype) * w).sum()
             return as_dtype(normalize_by(w, sigma, self.bound, self.soft), raw.dtype)
 
     def _gram_bound(self, w: Tensor) -> Tensor:
@@ -175,11 +230,16 @@ class ConvSpectralNormalization(Constraint):
             shape = tuple(int(s) for s in saved.tolist())
             if shape != (self._shape or ()):
                 self._allocate(shape) if shape else self._forget_shape()
+        if prefix + "freq_vectors" in state_dict:  # sized by the checkpoint too
+            self.freq_vectors = self.freq_vectors.new_empty(state_dict[prefix + "freq_vectors"].shape)
         super()._load_from_state_dict(
             state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
         )
+        if prefix + "freq_vectors" in missing_keys:  # a checkpoint from before they existed:
+            missing_keys.remove(prefix + "freq_vectors")  # rank from scratch at the next refresh
+            self.freq_vectors = self.freq_vectors.new_zeros(0, 0, 2)
         if self._shape is not None and not self.certified:
-            self._refresh_sigma_grad()  # not saved: it is a function of the loaded u, v
+            self.sigma_grad = self._sigma_grad(self.u, self.v)  # not saved: a function of the loaded u, v
 
     def options(self) -> dict:
         return {

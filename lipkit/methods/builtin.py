@@ -7,7 +7,7 @@
 | frobenius         | ||W||_F <= 1, project             | -                        | Adam 1e-4 (0, 0.9) | -       |
 | frobenius-penalty | -                                 | relu(||W||_F - 1)^2 (10) | Adam 1e-4 (0, 0.9) | 1e-3    |
 | gp / gp1          | -                                 | GP two-/one-sided (10)   | Adam 1e-4 (0, 0.9) | -       |
-| sn / sn-conv      | spectral reparam (reshape / conv) | -                        | Adam 2e-4 (0, 0.9) | -       |
+| sn / sn-conv(-certified) | spectral reparam (reshape / conv) | -                  | Adam 2e-4 (0, 0.9) | -       |
 | sn-project        | spectral, project (Keras-style)   | -                        | Adam 2e-4 (0, 0.9) | -       |
 | sn+gp             | spectral reparam                  | GP (10)                  | Adam 2e-4 (0, 0.9) | -       |
 | torch-sn (+gp)    | torch's parametrizations SN       | (GP 10)                  | Adam 2e-4 (0, 0.9) | -       |
@@ -30,10 +30,10 @@ ADAM_SN = {**ADAM, "lr": 2e-4, "sn_iter": 1}
 NO_PENALTY = {"lam": 0.0}  # a classifier method without a penalty: lam is unused and must stay 0
 
 
-def _spectral(operator: str = "reshape", mode: str = "reparam"):
+def _spectral(operator: str = "reshape", mode: str = "reparam", certified: bool = False):
     # sn_bound is a classifier option (train-clf --sn-bound); critics normalize to 1.
     return lipkit_constraint("spectral", mode, lambda hp: {"n_iter": hp["sn_iter"], "bound": hp.get("sn_bound", 1.0),
-                                                           "operator": operator})
+                                                           "operator": operator, "certified": certified})
 
 
 for _method in (
@@ -53,6 +53,8 @@ for _method in (
            constraint=_spectral(), critic=ADAM_SN, classifier=NO_PENALTY),
     Method("sn-conv", "spectral normalization of every conv's TRUE operator norm, a reparametrization",
            constraint=_spectral("conv"), critic=ADAM_SN, classifier=NO_PENALTY),
+    Method("sn-conv-certified", "sn-conv dividing by the Gram upper bound of each conv's norm: <= 1 guaranteed",
+           constraint=_spectral("conv", certified=True), critic=ADAM_SN, classifier=NO_PENALTY),
     Method("sn+gp", "spectral normalization and WGAN-GP", constraint=_spectral(), penalties=(GP,),
            critic={**ADAM_SN, "gp_lambda": 10.0}),
     Method("sn-project", "the trap: spectral normalization applied to the raw weight after each step",

@@ -1,0 +1,151 @@
+"""A conv's top modes read off its frequency symbol: start vectors that find the top singular
+vector where power iteration alone would not.
+
+Why: a conv's operator has a dense top spectrum (many frequencies with nearly the same
+singular value), and a training step can move the top from one mode to another. Power
+iteration from the previous update's vector then stays on the old mode for many updates
+(benchmarks/sn_conv_lag.py: the true norm of an operator="conv" SN layer ran 38% above its
+bound after 15 Adam steps), and a Krylov space grows only by the kernel's reach per step
+(a conv is local), so it cannot build a mode spread over the whole image either. The
+circular symbol (conv_symbol.py) says which frequencies are on top, and its top singular
+vector there IS the circular conv's top mode, a plane wave. Restricted to the layer's real
+input domain it is not the layer's exact top vector, but it overlaps it strongly, and
+Rayleigh-Ritz over (previous vector, these waves) plus a few Krylov blocks finds the top.
+
+Two steps, because they cost very differently: rank_modes computes the whole symbol (an FFT
+of the kernel, 8-40x the kernel's memory) and ranks the frequencies (batched power steps);
+mode_vectors only builds the waves from the few (frequency, amplitude) pairs it returned,
+elementwise. Callers rank now and then and build waves every update.
+
+For a ConvTranspose the symbol is that of the conv it is the adjoint of, so the waves live
+in the layer's OUTPUT space; callers map them back with the layer's adjoint.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from .conv_symbol import circular_symbol, dense_kernel, symbol_plan
+from .operators import ConvGeometry
+
+RANK_STEPS = 20  # batched power steps ranking the frequencies from scratch (6 missed the top)
+RANK_STEPS_WARM = 3  # the same from the previous update's per-frequency vectors
+
+
+@dataclass(frozen=True)
+class ModeGrid:
+    """Where a conv's circular modes live: the padded cyclic domain and the data inside it."""
+
+    stride: tuple[int, ...]
+    dilation: tuple[int, ...]
+    sizes: tuple[int, ...]  # the padded cyclic domain (symbol_plan)
+    blocks: tuple[int, ...]  # polyphase blocks per axis (the symbol's FFT size)
+    spatial: tuple[int, ...]  # the conv's input extent (the layer's output for a ConvTranspose)
+    offsets: tuple[int, ...]  # where that data starts inside the padded domain
+    channels: int  # the conv's input channels
+
+    @property
+    def freq_shape(self) -> tuple[int, ...]:
+        return (*self.blocks[:-1], self.blocks[-1] // 2 + 1)  # rfftn's half spectrum
+
+
+def mode_grid(geometry: ConvGeometry, in_shape: tuple[int, ...], weight_shape: tuple[int, ...]) -> ModeGrid:
+    """The ModeGrid of a layer at `in_shape` (no batch dim)."""
+    nd = geometry.nd
+    sizes, _, _ = symbol_plan(geometry, in_shape, tuple(weight_shape[2:]))
+    if geometry.transposed:
+        spatial, offsets = [n - p for n, p in zip(sizes, geometry.padding)], list(geometry.padding)
+        channels = weight_shape[1] * geometry.groups
+    else:
+        rev = geometry.reversed_padding
+        spatial, offsets = list(in_shape[1:]), [rev[2 * i] for i in range(nd)][::-1]
+        channels = in_shape[0]
+    blocks = tuple(math.ceil(n / s) for n, s in zip(sizes, geometry.stride))
+    return ModeGrid(tuple(geometry.stride), tuple(geometry.dilation), tuple(sizes), blocks, tuple(spatial),
+                    tuple(offsets), channels)
+
+
+def rank_modes(geometry: ConvGeometry, weight: Tensor, grid: ModeGrid, count: int,
+               start: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
+    """(frequencies (k, nd) long, amplitudes (k, channels * prod(stride)) complex, vectors
+    (n_freq, channels * prod(stride)) complex) for the k = min(count, n_freq) frequencies with
+    the largest top singular value. Every frequency's top right singular vector is
+    approximated by batched power steps: RANK_STEPS from a fixed start, or RANK_STEPS_WARM
+    from `start` (the vectors returned for the previous weight); the amplitudes are those
+    of the top k, a start the Krylov space refines."""
+    with torch.no_grad():
+        kernel = dense_kernel(weight.detach(), geometry.groups, geometry.dilation)
+        sym = circular_symbol(kernel, grid.stride, grid.sizes).contiguous()
+        sym_h = sym.mH.resolve_conj().contiguous()  # batched matmul on a conj view is far slower
+        n_freq, _, n = sym.shape
+        if start is not None and tuple(start.shape) == (n_freq, n):
+            x, steps = start.to(sym.dtype).unsqueeze(-1), RANK_STEPS_WARM
+        else:
+            gen = torch.Generator().manual_seed(1)
+            x = torch.randn(n_freq, n, 1, generator=gen, dtype=torch.float64).to(sym.device, sym.dtype)
+            steps = RANK_STEPS
+        for _ in range(steps):
+            x = sym_h @ (sym @ x)
+            x = x / torch.linalg.vector_norm(x, dim=1, keepdim=True).clamp_min(1e-30)
+        scores = torch.linalg.vector_norm(sym @ x, dim=(1, 2))
+        index = torch.topk(scores, min(count, n_freq)).indices
+        freqs = torch.stack(torch.unravel_index(index, grid.freq_shape), dim=1)
+        return freqs, x[index, :, 0], x[..., 0]
+
+
+def mode_vectors(grid: ModeGrid, freqs: Tensor, amps: Tensor, dtype: torch.dtype) -> Tensor:
+    """Real start vectors (n, channels, *spatial), each of unit norm: the cosine and sine
+    parts of the circular mode of each (frequency, amplitude), restricted to the input
+    domain; then the same waves under a sine window (the edges of a zero-padded domain pull
+    the top mode's envelope down to zero: measured, windowed waves lower the tracking error
+    10x); and with dilation, each of those on every residue subgrid (a stride-1 dilated conv
+    is a direct sum over them, so its top vector lives on one)."""
+    nd, spatial, device = len(grid.spatial), list(grid.spatial), freqs.device
+    # Input position i sits at p = offset + i in the padded domain: polyphase block t = p // s,
+    # phase r = p % s. The mode is a[c, r] * exp(-2 pi i sum_d f_d t_d / B_d) (rfftn's sign).
+    phase = torch.zeros(len(freqs), *spatial, dtype=torch.float64, device=device)
+    flat_r = torch.zeros(spatial, dtype=torch.long, device=device)
+    for d in range(nd):
+        p = torch.arange(spatial[d], device=device) + grid.offsets[d]
+        view = [1] * nd
+        view[d] = spatial[d]
+        t = (p // grid.stride[d]).to(torch.float64).view(view)
+        phase = phase + freqs[:, d].to(torch.float64).view(-1, *[1] * nd) * t / grid.blocks[d]
+        flat_r = flat_r * grid.stride[d] + (p % grid.stride[d]).view(view)
+    wave = torch.exp(-2j * math.pi * phase)  # (k, *spatial)
+    amp = amps.to(torch.complex128).view(len(freqs), grid.channels, math.prod(grid.stride))
+    amp = amp[:, :, flat_r.flatten()].view(len(freqs), grid.channels, *spatial)
+    modes = amp * wave.unsqueeze(1)
+    real = torch.cat([modes.real, modes.imag])
+    real = torch.cat([real, real * _sine_window(spatial, real)])
+    if any(d > 1 for d in grid.dilation):
+        real = torch.cat([real * mask for mask in _residue_masks(spatial, grid.dilation, real)])
+    norms = torch.linalg.vector_norm(real.flatten(1), dim=1).clamp_min(1e-30)
+    return (real / norms.view(-1, *[1] * (real.dim() - 1))).to(dtype)
+
+
+def _sine_window(spatial: list[int], like: Tensor) -> Tensor:
+    """prod_d sin(pi (i_d + 1) / (n_d + 1)): the lowest standing wave of each axis."""
+    window = torch.ones(spatial, dtype=like.dtype, device=like.device)
+    for d, n in enumerate(spatial):
+        view = [1] * len(spatial)
+        view[d] = n
+        i = torch.arange(n, dtype=like.dtype, device=like.device)
+        window = window * torch.sin(math.pi * (i + 1) / (n + 1)).view(view)
+    return window
+
+
+def _residue_masks(spatial: list[int], dilation, like: Tensor) -> list[Tensor]:
+    """Indicator of each residue class (i_d mod dilation_d for every axis d)."""
+    masks = []
+    for residues in torch.cartesian_prod(*[torch.arange(d) for d in dilation]).view(-1, len(spatial)).tolist():
+        mask = torch.ones(spatial, dtype=like.dtype, device=like.device)
+        for d, (n, r) in enumerate(zip(spatial, residues)):
+            view = [1] * len(spatial)
+            view[d] = n
+            mask = mask * (torch.arange(n, device=like.device) % dilation[d] == r).to(like.dtype).view(view)
+        masks.append(mask)
+    return masks

@@ -1,0 +1,110 @@
+"""The contract of spectral normalization (issue 11): after registration and after training,
+every constrained layer's norm is <= bound * (1 + 1e-3).
+
+Checked against the dense Jacobian (lk.operator_norm(..., "exact") materializes the layer's
+map at its input shape), for every spectral variant: operator="conv" (its TRUE norm, power
+estimate and certified Gram bound) and operator="reshape" (the reshaped kernel's sigma, its
+own promise: torch.linalg.svdvals). The training is the one that broke the promise before
+(issue 11): 30 Adam steps at lr 1e-3, betas (0, 0.9), on a WGAN critic loss.
+"""
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn as nn
+
+import lipkit as lk
+from lipkit.norms.operators import CONV_TRANSPOSE
+
+TOL = 1e-3
+STEPS = 30
+
+GEOMETRIES = {  # name: (layer factory, input shape)
+    "conv1d": (lambda: nn.Conv1d(2, 4, 3, 1, 1), (2, 16)),
+    "conv2d": (lambda: nn.Conv2d(3, 8, 3, 1, 1), (3, 12, 12)),
+    "conv3d": (lambda: nn.Conv3d(2, 3, 3, 1, 1), (2, 6, 6, 6)),
+    "stride2": (lambda: nn.Conv2d(3, 8, 4, 2, 1), (3, 12, 12)),
+    "dilation2": (lambda: nn.Conv2d(3, 8, 3, 1, 2, dilation=2), (3, 12, 12)),
+    "groups2": (lambda: nn.Conv2d(4, 8, 3, 1, 1, groups=2), (4, 12, 12)),
+    "circular": (lambda: nn.Conv2d(3, 8, 3, 1, 1, padding_mode="circular"), (3, 12, 12)),
+    "reflect": (lambda: nn.Conv2d(3, 8, 3, 1, 1, padding_mode="reflect"), (3, 12, 12)),
+    "replicate": (lambda: nn.Conv2d(3, 8, 3, 1, 1, padding_mode="replicate"), (3, 12, 12)),
+    "transpose1d": (lambda: nn.ConvTranspose1d(2, 3, 4, 2, 1), (2, 8)),
+    "transpose2d": (lambda: nn.ConvTranspose2d(3, 8, 4, 2, 1), (3, 6, 6)),
+}
+VARIANTS = {
+    "conv": {"operator": "conv"},
+    "conv-certified": {"operator": "conv", "certified": True},
+    "reshape": {"operator": "reshape"},
+}
+
+
+def layer_norm(layer: nn.Module, shape: tuple[int, ...], operator: str) -> float:
+    """The norm the variant promises to bound, from the exported (plain) layer."""
+    if operator == "conv":
+        return lk.operator_norm(layer, shape, "exact")
+    dim = 1 if isinstance(layer, CONV_TRANSPOSE) else 0
+    return float(torch.linalg.svdvals(layer.weight.detach().double().movedim(dim, 0).flatten(1))[0])
+
+
+def train_and_measure(name: str, variant: str, bound: float, seed: int = 0) -> tuple[float, float]:
+    """(norm / bound) right after registration and after STEPS Adam steps."""
+    factory, shape = GEOMETRIES[name]
+    torch.manual_seed(seed)
+    layer = factory()
+    probe = layer(torch.zeros(1, *shape))
+    critic = nn.Sequential(layer, nn.LeakyReLU(0.2), nn.Flatten(), nn.Linear(probe[0].numel(), 1))
+    options = VARIANTS[variant]
+    lk.constrain(critic, "spectral", where=type(layer), bound=bound, **options)
+    gen = torch.Generator().manual_seed(seed)
+    real = torch.randn(32, *shape, generator=gen) * 0.5 + 1.0
+    critic(real[:2])  # the conv operator learns its input shape
+    before = layer_norm(lk.export(critic)[0], shape, options["operator"]) / bound
+    opt = torch.optim.Adam(critic.parameters(), lr=1e-3, betas=(0.0, 0.9))
+    for _ in range(STEPS):
+        fake = torch.randn(32, *shape, generator=gen)
+        loss = critic(fake).mean() - critic(real).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    after = layer_norm(lk.export(critic)[0], shape, options["operator"]) / bound
+    return before, after
+
+
+# Where the uncertified conv estimate still lags (issue 11 stays open for these), measured as
+# norm / bound - 1 after training at lipkit's defaults: strict, so a fix that makes one pass
+# turns this red and its mark must go.
+LAGGING = {
+    ("groups2", "conv", 1.0): "groups=2: 3.3e-3 over",
+    ("conv3d", "conv", 1.0): "Conv3d at 2x6x6x6: 2.5e-3 over",
+    ("conv3d", "conv", 2.5): "Conv3d at 2x6x6x6: 1.7e-3 over",
+    ("reflect", "conv", 1.0): "reflect padding: 2.0e-3 over (its top modes sit in the corners)",
+    ("reflect", "conv", 2.5): "reflect padding: 2.4e-3 over (its top modes sit in the corners)",
+    ("replicate", "conv", 1.0): "replicate padding: 4.2e-3 over (its top modes sit in the corners)",
+    ("replicate", "conv", 2.5): "replicate padding: 2.3e-3 over (its top modes sit in the corners)",
+}
+CASES = [
+    pytest.param(name, variant, bound, marks=pytest.mark.xfail(reason=LAGGING[name, variant, bound], strict=True))
+    if (name, variant, bound) in LAGGING else (name, variant, bound)
+    for name in GEOMETRIES for variant in VARIANTS for bound in (1.0, 2.5)
+]
+
+
+@pytest.mark.parametrize(("name", "variant", "bound"), CASES)
+def test_spectral_norm_stays_within_its_bound(name: str, variant: str, bound: float) -> None:
+    before, after = train_and_measure(name, variant, bound)
+    assert before <= 1 + TOL, f"{name} {variant}: norm / bound {before:.5f} right after registration"
+    assert after <= 1 + TOL, f"{name} {variant}: norm / bound {after:.5f} after {STEPS} Adam steps"
+    if not VARIANTS[variant].get("certified"):
+        # not a trivially small layer either: an estimate from below normalizes to ~bound
+        assert after >= 1 - 0.05, f"{name} {variant}: norm / bound {after:.5f}, far below the bound"
+
+
+def test_stride2_plateau_warm_up_finds_the_top() -> None:
+    """Conv2d(1, 3, 3, stride=2) at 1x10x10, seed 0: the fixed start overlaps the top singular
+    vector by 8e-4 and the top two singular values are 0.82344 and 0.81894, so a warm-up that
+    stops when sigma changes by < 1e-6 stopped on the SECOND one (true norm 1.0055 after
+    registration, issue 11)."""
+    torch.manual_seed(0)
+    layer = lk.constrain(nn.Conv2d(1, 3, 3, stride=2), "spectral", operator="conv", input_shape=(1, 10, 10))
+    assert lk.operator_norm(lk.export(layer), (1, 10, 10), "exact") <= 1 + 1e-5

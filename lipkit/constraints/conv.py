@@ -29,7 +29,7 @@ import torch.nn as nn
 from torch import Tensor
 
 from ..norms.conv_modes import mode_grid, mode_vectors, rank_modes
-from ..norms.conv_symbol import circular_symbol, dense_kernel, symbol_plan
+from ..norms.conv_symbol import bound_matrices, bound_pieces
 from ..norms.krylov import krylov_top_pair
 from ..norms.linalg import gram_iteration_bound, start_vector
 from ..norms.operators import ConvGeometry
@@ -88,7 +88,7 @@ class ConvSpectralNormalization(Constraint):
         self.register_buffer("freq_vectors", empty.new_zeros(0, 0, 2))
         self._grid = None
         self._shape: tuple[int, ...] | None = None
-        self._plan: tuple[list[int], float] | None = None
+        self._plan: tuple[list[list[int]], float, tuple[int, ...]] | None = None  # bound_pieces
         if input_shape is not None:
             self.set_input_shape(tuple(int(s) for s in input_shape), raw)
 
@@ -111,7 +111,7 @@ class ConvSpectralNormalization(Constraint):
         device, dtype = self.input_shape.device, self.u.dtype  # both follow model.to(...)
         self.input_shape = torch.tensor(shape, dtype=torch.long, device=device)
         self._shape = shape
-        self._plan = symbol_plan(self.geometry, shape, self.weight_shape[2:])[:2]
+        self._plan = bound_pieces(self.geometry, shape, self.weight_shape[2:])
         self._grid = mode_grid(self.geometry, shape, self.weight_shape)
         self.freq_vectors = self.freq_vectors.new_zeros(0, 0, 2)
         self.watch.reset()  # vectors or cached bound gradient belong to the old shape
@@ -216,9 +216,8 @@ class ConvSpectralNormalization(Constraint):
 
     def _gram_bound(self, w: Tensor) -> Tensor:
         """Certified, differentiable upper bound on the conv's norm (fixed iterations)."""
-        sizes, pad_norm = self._plan
-        kernel = dense_kernel(w, self.geometry.groups, self.geometry.dilation)
-        matrices = circular_symbol(kernel, self.geometry.stride, sizes)
+        pieces, pad_norm, dilation = self._plan
+        matrices = bound_matrices(w, self.geometry, pieces, dilation)
         return pad_norm * gram_iteration_bound(matrices, self.gram_iter).max()
 
     def _load_from_state_dict(

@@ -18,6 +18,7 @@ a (shifted) circular conv and the symbol gives its exact norm.
 """
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass
 
@@ -132,6 +133,66 @@ def symbol_plan(geometry: ConvGeometry, in_shape, kernel_size) -> tuple[list[int
     return sizes, pad_operator_norm(spatial, pads, geometry.padding_mode), False
 
 
+def residue_sizes(n: int, n_out: int, lo: int, k: int, d: int) -> list[int]:
+    """Cyclic domain sizes for the undilated convs a stride-1, dilation-d, zero-padded conv
+    splits into along one axis (input n, output n_out, left padding lo, k taps).
+
+    Output i reads inputs i + d*j - lo, all in the residue class r = (i - lo) mod d: the layer
+    is a direct sum over r of undilated convs on the subgrids x[r + d*s], so its norm is the
+    largest of theirs (exactly). Sub-conv r reads x_r[t + j + q] for its outputs t (q from
+    the first output of the class), a valid conv of x_r zero-padded by (lo_r, hi_r); as in
+    symbol_plan, a cyclic domain of n_r + max(lo_r, hi_r) embeds it. Without this split the
+    dilated kernel's symbol is sampled on the whole grid: +12.5% at 10x10 (issue 11)."""
+    sizes = set()
+    for r in range(d):
+        n_r = -(-(n - r) // d)  # inputs in class r
+        i0 = (r + lo) % d  # the first output of the class
+        m_r = -(-(n_out - i0) // d) if n_out > i0 else 0
+        if n_r <= 0 or m_r <= 0:
+            continue
+        q = (i0 - lo - r) // d
+        lo_r, hi_r = max(0, -q), max(0, (m_r - 1) + (k - 1) + q - (n_r - 1))
+        sizes.add(n_r + max(lo_r, hi_r))
+    return sorted(sizes)
+
+
+def bound_pieces(geometry: ConvGeometry, in_shape, kernel_size) -> tuple[list[list[int]], float, tuple[int, ...]]:
+    """(cyclic domains, ||padding map||, kernel dilation) for a certified bound: the max of
+    the circular symbol's norms over every domain, with the kernel dilated as returned.
+    A zero-padded axis with dilation and stride 1 is split into residue subgrids
+    (residue_sizes: its kernel then is undilated); every other axis keeps symbol_plan's
+    single domain."""
+    sizes, pad_norm, exact = symbol_plan(geometry, in_shape, kernel_size)
+    dilation = tuple(geometry.dilation)
+    if exact or geometry.padding_mode != "zeros" or all(d == 1 for d in dilation):
+        return [sizes], pad_norm, dilation
+    spatial = tuple(in_shape[1:])
+    if geometry.transposed:  # the conv it is the adjoint of: input = this layer's output
+        n_in = [n - p for n, p in zip(sizes, geometry.padding)]
+        los, n_out = list(geometry.padding), list(spatial)
+    else:
+        rev = geometry.reversed_padding
+        pads = [(rev[2 * i], rev[2 * i + 1]) for i in range(geometry.nd)][::-1]
+        n_in, los = list(spatial), [lo for lo, _ in pads]
+        n_out = [(n + lo + hi - d * (k - 1) - 1) // s + 1
+                 for n, (lo, hi), d, k, s in zip(spatial, pads, dilation, kernel_size, geometry.stride)]
+    per_axis, kernel_dilation = [], []
+    for axis, (d, s) in enumerate(zip(dilation, geometry.stride)):
+        if d > 1 and s == 1:
+            per_axis.append(residue_sizes(n_in[axis], n_out[axis], los[axis], kernel_size[axis], d))
+            kernel_dilation.append(1)
+        else:
+            per_axis.append([sizes[axis]])
+            kernel_dilation.append(d)
+    return [list(c) for c in itertools.product(*per_axis)], pad_norm, tuple(kernel_dilation)
+
+
+def bound_matrices(weight: Tensor, geometry: ConvGeometry, pieces: list[list[int]], dilation) -> Tensor:
+    """The symbol matrices of every piece of bound_pieces, stacked along the frequencies."""
+    kernel = dense_kernel(weight, geometry.groups, dilation)
+    return torch.cat([circular_symbol(kernel, geometry.stride, sizes) for sizes in pieces])
+
+
 def conv_symbol(layer: nn.Module, input_shape, dtype=torch.float64, weight=None) -> ConvSymbol:
     """Symbol of a Conv*/ConvTranspose* layer at `input_shape` (no batch dim)."""
     if not isinstance(layer, (*CONV, *CONV_TRANSPOSE)):
@@ -144,6 +205,8 @@ def conv_symbol(layer: nn.Module, input_shape, dtype=torch.float64, weight=None)
 def build_symbol(layer: nn.Module, in_shape: tuple[int, ...], dtype=torch.float64, weight=None) -> ConvSymbol:
     """conv_symbol for a shape already checked (as_input_shape + check_input_shape)."""
     w = (layer.weight if weight is None else weight).detach().to(dtype)
-    sizes, pad_norm, exact = symbol_plan(ConvGeometry.of(layer), in_shape, layer.kernel_size)
-    kernel = dense_kernel(w, layer.groups, layer.dilation)  # ConvTranspose: (C_in, C_out, k), conv layout
-    return ConvSymbol(circular_symbol(kernel, layer.stride, sizes), pad_norm, exact)
+    geometry = ConvGeometry.of(layer)
+    pieces, pad_norm, dilation = bound_pieces(geometry, in_shape, layer.kernel_size)
+    exact = symbol_plan(geometry, in_shape, layer.kernel_size)[2]
+    # ConvTranspose weights are (C_in, C_out, k): the conv layout of the conv it is the adjoint of
+    return ConvSymbol(bound_matrices(w, geometry, pieces, dilation), pad_norm, exact)

@@ -108,3 +108,10 @@ def test_stride2_plateau_warm_up_finds_the_top() -> None:
     torch.manual_seed(0)
     layer = lk.constrain(nn.Conv2d(1, 3, 3, stride=2), "spectral", operator="conv", input_shape=(1, 10, 10))
     assert lk.operator_norm(lk.export(layer), (1, 10, 10), "exact") <= 1 + 1e-5
+
+
+def test_reading_a_conv_weight_before_any_input_is_a_one_line_error() -> None:
+    layer = lk.constrain(nn.Conv2d(2, 3, 3), "spectral", operator="conv")
+    with pytest.raises(RuntimeError, match=r"not known yet: run one forward pass") as err:
+        layer.weight  # noqa: B018  (the read is the test)
+    assert "\n" not in str(err.value) and "input_shape=(C, H, W)" in str(err.value)

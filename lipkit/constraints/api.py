@@ -49,10 +49,14 @@ def constrain(
     two constraints never silently stack). Nothing is attached unless every chosen layer
     can be constrained.
 
-    Cost (method "spectral"): power iteration runs once per weight UPDATE (when the raw
-    weight's version changes, in training mode), never in eval; every forward only
-    recomputes sigma from the stored vectors, differentiably. An eval forward right after
-    a step uses the previous update's vectors with the new weight (as torch's SN does).
+    Cost (method "spectral"): the top singular pair is refreshed once per weight UPDATE
+    (when the raw weight's version changes, in training mode): the exact pair of a reshaped
+    weight with a side <= 128, else a Krylov space of depth n_iter + 1; for operator="conv"
+    the conv symbol's top modes and a Krylov space of depth n_iter + 2 (constraints/conv.py,
+    spectral.py: one power step let the bound be exceeded, issue 11). Every forward only
+    recomputes sigma from the stored vectors, differentiably. An eval read of a weight
+    changed since the last refresh (export right after a step) computes a pair of its own,
+    cached per weight value, without touching the stored vectors.
     """
     resolved = resolve_options(method, mode, options)
     kinds = supported_layers(method, resolved)

@@ -25,7 +25,7 @@ WEIGHT_LAYERS = (nn.Linear, *CONV, *CONV_TRANSPOSE)
 # Defaults, one per line; every option a method accepts is listed here.
 DEFAULTS: dict[str, dict[str, Any]] = {
     "spectral": {
-        "n_iter": 1,  # power steps per weight update (SN-GAN: 1, u kept across updates)
+        "n_iter": 1,  # refresh effort per update: Krylov depth n_iter + 1 (reshape, side > 128) / + 2 (conv)
         "bound": 1.0,  # target sigma of every layer
         "operator": "reshape",  # "reshape": sigma of W as a matrix (SN-GAN); "conv": true conv norm
         "soft": False,  # True: only shrink (sigma <= bound) instead of sigma == bound

@@ -1,12 +1,14 @@
-"""Power-iteration state that follows a weight: the one scheme behind spectral normalization
-(lipkit/constraints) and spectral norm regularization (lipkit/penalties/snr.py).
+"""Power-iteration state that follows a weight: WHEN spectral normalization (lipkit/constraints)
+and spectral norm regularization (lipkit/penalties/snr.py) refresh their vectors, and HOW
+SNR does (spectral normalization refreshes by an exact pair or a Krylov space instead,
+norms/krylov.py: one power step per update let its bound be exceeded, issue 11).
 
 - When: an UpdateWatch remembers which values of the weight's tensors the vectors were last
   brought up to date for (their in-place version counters and data pointers: read without a
   host sync), so the vectors move once per weight UPDATE however many times the weight is
   read in one step (D(real), D(fake), a gradient penalty's D(x_interp), a penalty).
-- How: refresh_vectors, n power steps from the stored (u, v), returning NEW tensors; the
-  registration / first-use warm-up is the same call with a tolerance.
+- How (SNR): refresh_vectors, n power steps from the stored (u, v), returning NEW tensors;
+  the first-use warm-up is the same call with a tolerance.
 - Where to: callers rebind their vectors to the result, never write into them, so a graph
   that saved the old vectors stays valid without a clone per read (pytorch#66363).
 - Checkpoints: whether the saved vectors were current for the saved weight is saved with

@@ -31,7 +31,7 @@ class ClfConfig(RunConfig):
     hidden: int = 128  # cnn fully connected hidden width
     reg: str = "none"  # a classifier method of the registry (lipkit.methods): l2, snr, sn, igp, ...
     lam: float | None = None  # penalty weight; None: the method's default (0 for methods without a penalty)
-    sn_iter: int = 1  # power-iteration rounds per step (sn, sn-conv, snr)
+    sn_iter: int = 1  # per step: snr power steps; sn / sn-conv: lk.constrain n_iter (Krylov depth n_iter+1 / +2)
     sn_bound: float = 1.0  # sn / sn-conv: every layer's sigma is held at this value
     max_norm: float = 1.0  # frobenius: ||W||_F <= max_norm; frobenius-penalty: sum relu(||W||_F - max_norm)^2
     igp_kind: str = "loss"  # igp: loss (double backprop) | logits (Jacobian Frobenius norm)

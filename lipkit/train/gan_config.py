@@ -36,7 +36,7 @@ class GanConfig(RunConfig):
     max_norm: float | None = None  # frobenius / frobenius-penalty: ||W||_F bound (1.0)
     penalty_weight: float | None = None  # frobenius-penalty weight (10)
     gp_lambda: float | None = None  # gradient-penalty weight (10; 0.1 on 2-D data)
-    sn_iter: int | None = None  # power iterations per critic update for sn presets (1)
+    sn_iter: int | None = None  # SN refresh effort per critic update (n_iter of lk.constrain; 1)
     data_subset: int | None = None  # images: train on a seeded subset of this many images
     eval_samples: int | None = None  # None: 2500 on 2-D data (GDPP protocol), 1000 on images
     image_metrics: bool = True  # FID/KID/class accuracy (trains and caches the classifier once)

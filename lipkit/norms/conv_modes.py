@@ -71,29 +71,38 @@ def mode_grid(geometry: ConvGeometry, in_shape: tuple[int, ...], weight_shape: t
 def rank_modes(geometry: ConvGeometry, weight: Tensor, grid: ModeGrid, count: int,
                start: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
     """(frequencies (k, nd) long, amplitudes (k, channels * prod(stride)) complex, vectors
-    (n_freq, channels * prod(stride)) complex) for the k = min(count, n_freq) frequencies with
-    the largest top singular value. Every frequency's top right singular vector is
-    approximated by batched power steps: RANK_STEPS from a fixed start, or RANK_STEPS_WARM
-    from `start` (the vectors returned for the previous weight); the amplitudes are those
-    of the top k, a start the Krylov space refines."""
+    (groups * n_freq, channels / groups * prod(stride)) complex) for the k top (frequency,
+    group) pairs by top singular value. Each group is ranked on its own symbol: a grouped
+    conv is a direct sum over its groups, and a vector carried across updates on the
+    block-diagonal symbol loses the other groups' components, so it could not see another
+    group overtake (measured: groups=2 stayed 3e-3 over its bound). Every pair's top right
+    singular vector is approximated by batched power steps: RANK_STEPS from a fixed start, or
+    RANK_STEPS_WARM from `start` (the vectors returned for the previous weight); the
+    amplitudes are those of the top k, zero outside their group: a start the Krylov space
+    refines."""
+    groups = geometry.groups
     with torch.no_grad():
-        kernel = dense_kernel(weight.detach(), geometry.groups, geometry.dilation)
-        sym = circular_symbol(kernel, grid.stride, grid.sizes).contiguous()
+        syms = [circular_symbol(dense_kernel(part, 1, geometry.dilation), grid.stride, grid.sizes)
+                for part in weight.detach().chunk(groups)]  # rows of group g: its output channels
+        sym = torch.cat(syms).contiguous()  # (groups * n_freq, out / groups, in / groups * S)
         sym_h = sym.mH.resolve_conj().contiguous()  # batched matmul on a conj view is far slower
-        n_freq, _, n = sym.shape
-        if start is not None and tuple(start.shape) == (n_freq, n):
+        pairs, _, n = sym.shape
+        if start is not None and tuple(start.shape) == (pairs, n):
             x, steps = start.to(sym.dtype).unsqueeze(-1), RANK_STEPS_WARM
         else:
             gen = torch.Generator().manual_seed(1)
-            x = torch.randn(n_freq, n, 1, generator=gen, dtype=torch.float64).to(sym.device, sym.dtype)
+            x = torch.randn(pairs, n, 1, generator=gen, dtype=torch.float64).to(sym.device, sym.dtype)
             steps = RANK_STEPS
         for _ in range(steps):
             x = sym_h @ (sym @ x)
             x = x / torch.linalg.vector_norm(x, dim=1, keepdim=True).clamp_min(1e-30)
         scores = torch.linalg.vector_norm(sym @ x, dim=(1, 2))
-        index = torch.topk(scores, min(count, n_freq)).indices
-        freqs = torch.stack(torch.unravel_index(index, grid.freq_shape), dim=1)
-        return freqs, x[index, :, 0], x[..., 0]
+        index = torch.topk(scores, min(count, pairs)).indices
+        n_freq = pairs // groups
+        freqs = torch.stack(torch.unravel_index(index % n_freq, grid.freq_shape), dim=1)
+        amps = sym.new_zeros(len(index), groups, n)  # polyphase channel c * S + r: groups are contiguous
+        amps[torch.arange(len(index), device=sym.device), index // n_freq] = x[index, :, 0]
+        return freqs, amps.flatten(1), x[..., 0]
 
 
 def mode_vectors(grid: ModeGrid, freqs: Tensor, amps: Tensor, dtype: torch.dtype) -> Tensor:

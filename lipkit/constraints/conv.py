@@ -93,6 +93,12 @@ class ConvSpectralNormalization(Constraint):
             self.set_input_shape(tuple(int(s) for s in input_shape), raw)
 
     @property
+    def depth(self) -> int:
+        """Krylov depth of each update's refresh (measured: n_iter + 1 left dilation 2 at 2.2e-3
+        over its bound, n_iter + 2 at 7e-6)."""
+        return self.n_iter + 2
+
+    @property
     def ready(self) -> bool:
         return self._shape is not None
 
@@ -191,11 +197,11 @@ class ConvSpectralNormalization(Constraint):
         if not self.weight_changed(raw):
             return self.sigma_grad
         if self.training:
-            self._refresh(w.detach(), self.n_iter + 2)
+            self._refresh(w.detach(), self.depth)
             self.sigma_grad = self._sigma_grad(self.u, self.v)
             self.mark_current(raw)
             return self.sigma_grad
-        return self.eval_cached(raw, lambda: self._sigma_grad(*self._top_pair(w.detach(), self.n_iter + 2)[1:3]))
+        return self.eval_cached(raw, lambda: self._sigma_grad(*self._top_pair(w.detach(), self.depth)[1:3]))
 
     def forward(self, raw: Tensor) -> Tensor:
         if self._shape is None:

@@ -12,8 +12,8 @@ update. Why it is more accurate: the refresh is the exact pair of a matrix with 
 EXACT_SIDE and Rayleigh-Ritz on a small Krylov space (norms/krylov.py) above, not one power
 step, and an eval read of a weight changed since (export right after a step) gets its own
 pair, so the bound holds when the layer is read. Each forward only recomputes sigma =
-u^T W v (one matrix-vector product), differentiably; u and v are rebound at each refresh, never updated in place, so a graph
-that saved them stays valid (pytorch#66363) without cloning them per forward.
+u^T W v (one matrix-vector product), differentiably; u and v are rebound at each
+refresh, never updated in place, so a graph that saved them stays valid (pytorch#66363) without cloning them per forward.
 """
 from __future__ import annotations
 
@@ -21,28 +21,12 @@ import torch
 from torch import Tensor
 
 from ..norms.krylov import krylov_top_pair
-from ..norms.linalg import gram_iteration_bound, start_vector
+from ..norms.linalg import exact_top_pair, gram_iteration_bound, start_vector
 from ..norms.measure import weight_matrix
 from .base import Constraint, as_dtype, autocast_off, cached_homogeneous, compute_dtype, normalize_by
 
 GRAM_ITER = 6  # Gram squarings for certified=True (fixed: no host sync in training)
 EXACT_SIDE = 128  # a reshaped weight with a side this small gets its exact top pair per update
-
-
-def exact_top_pair(matrix: Tensor) -> tuple[Tensor, Tensor]:
-    """(u, v) top singular pair of a matrix, from the top eigenvector of its smaller Gram
-    (float64). A zero matrix gives some unit pair."""
-    m = matrix.double()
-    rows, cols = m.shape
-    if rows <= cols:
-        u = torch.linalg.eigh(m @ m.T)[1][:, -1]
-        v = m.T @ u
-        v = torch.where(v.norm() > 0, v / v.norm().clamp_min(1e-300), torch.ones_like(v) / cols ** 0.5)
-    else:
-        v = torch.linalg.eigh(m.T @ m)[1][:, -1]
-        u = m @ v
-        u = torch.where(u.norm() > 0, u / u.norm().clamp_min(1e-300), torch.ones_like(u) / rows ** 0.5)
-    return u.to(matrix.dtype), v.to(matrix.dtype)
 
 
 class SpectralNormalization(Constraint):

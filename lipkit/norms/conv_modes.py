@@ -12,10 +12,10 @@ vector there IS the circular conv's top mode, a plane wave. Restricted to the la
 input domain it is not the layer's exact top vector, but it overlaps it strongly, and
 Rayleigh-Ritz over (previous vector, these waves) plus a few Krylov blocks finds the top.
 
-Two steps, because they cost very differently: rank_modes computes the whole symbol (an FFT
-of the kernel, 8-40x the kernel's memory) and ranks the frequencies (batched power steps);
-mode_vectors only builds the waves from the few (frequency, amplitude) pairs it returned,
-elementwise. Callers rank now and then and build waves every update.
+Two steps: rank_modes computes each group's symbol (an FFT of the kernel, 8-40x the
+kernel's memory) and ranks the (frequency, group) pairs by batched power steps, warm-started
+from the previous update's vectors (ranking only every 10 updates was measured too stale);
+mode_vectors builds the waves from the few (frequency, amplitude) pairs it returned.
 
 For a ConvTranspose the symbol is that of the conv it is the adjoint of, so the waves live
 in the layer's OUTPUT space; callers map them back with the layer's adjoint.

@@ -3,7 +3,8 @@
 Three tools, each with a different guarantee:
 - power_iteration: an estimate from BELOW (||A v|| with ||v|| = 1 is never above sigma_max);
 - gram_iteration_bound: a certified bound from ABOVE (Delattre et al., arXiv 2305.16173);
-- dense_top_singular_value: the exact value, for operators small enough to materialize.
+- dense_top_singular_value: the exact value, for operators small enough to materialize;
+  exact_top_pair: the exact singular VECTORS of a small matrix (spectral normalization).
 """
 from __future__ import annotations
 
@@ -149,3 +150,19 @@ def dense_top_singular_value(matrix: Tensor) -> float:
     m = matrix.to(torch.float64)
     gram = m.mH @ m if m.shape[0] >= m.shape[1] else m @ m.mH
     return math.sqrt(max(float(torch.linalg.eigvalsh(gram)[-1]), 0.0))
+
+
+def exact_top_pair(matrix: Tensor) -> tuple[Tensor, Tensor]:
+    """(u, v) top singular pair of a matrix, from the top eigenvector of its smaller Gram
+    (float64). A zero matrix gives some unit pair."""
+    m = matrix.double()
+    rows, cols = m.shape
+    if rows <= cols:
+        u = torch.linalg.eigh(m @ m.T)[1][:, -1]
+        v = m.T @ u
+        v = torch.where(v.norm() > 0, v / v.norm().clamp_min(1e-300), torch.ones_like(v) / cols ** 0.5)
+    else:
+        v = torch.linalg.eigh(m.T @ m)[1][:, -1]
+        u = m @ v
+        u = torch.where(u.norm() > 0, u / u.norm().clamp_min(1e-300), torch.ones_like(u) / rows ** 0.5)
+    return u.to(matrix.dtype), v.to(matrix.dtype)

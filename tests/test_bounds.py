@@ -93,9 +93,15 @@ def test_bounds_do_not_touch_state():
     with torch.no_grad():
         model[1].running_var.fill_(2.0)
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    lk.lipschitz_bound(model, (2, 6, 6))
-    lk.lipschitz_lower_bound(model, torch.randn(4, 2, 6, 6), steps=5)
+    # The certificate is of the eval-mode network: asked of a train-mode BatchNorm it refuses
+    # (issue 16: it used to answer for the eval network without a word).
+    with pytest.raises(ValueError, match=r"train mode \('1'\).*model.eval\(\)"):
+        lk.lipschitz_bound(model, (2, 6, 6))
+    lk.lipschitz_lower_bound(model, torch.randn(4, 2, 6, 6), steps=5)  # an estimate on an eval copy
     assert model.training and model[1].training
+    model.eval()
+    lk.lipschitz_bound(model, (2, 6, 6))
+    assert not model.training and not model[1].training
     for k, v in model.state_dict().items():
         assert torch.equal(v, before[k]), k
 

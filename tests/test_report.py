@@ -30,9 +30,9 @@ def test_summarize_and_plot(tmp_path, capsys):
 
 def test_errors_name_the_problem(tmp_path, capsys):
     a = fake_run(tmp_path / "a", "sn", [0.5])
-    assert main(["plot", a, "--metric", "fid", "--out", str(tmp_path / "x.png")]) == 2
+    assert main(["plot", a, "--metric", "fid", "--out", str(tmp_path / "x.png")]) == 1
     assert "'fid'" in capsys.readouterr().err
-    assert main(["summarize", str(tmp_path)]) == 2
+    assert main(["summarize", str(tmp_path)]) == 1
     assert "not a finished lipkit run" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["plot", a])  # --metric and --out are required

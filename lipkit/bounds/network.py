@@ -25,6 +25,7 @@ import torch.nn as nn
 
 from ..norms.measure import spectral_norm
 from ..norms.operators import CONV_TRANSPOSE, as_input_shape
+from ..train_mode import MODE_DEPENDENT, describe, layers_in_train_mode
 from .function_rules import function_rule, in_place_target, operand_nodes, write_in_place
 from .layer_rules import UnsupportedLayerError, has_layer_bound, layer_bound
 
@@ -118,6 +119,10 @@ def lipschitz_bound(model: nn.Module, input_shape, method: str = "gram") -> Lips
     if method not in BOUND_METHODS:
         raise ValueError(f"method={method!r} is not one of {BOUND_METHODS} (certified methods)")
     shape = as_input_shape(input_shape)
+    training = layers_in_train_mode(model, MODE_DEPENDENT)
+    if training:
+        raise ValueError(f"{type(model).__name__} has BatchNorm / Dropout in train mode ({describe(training)}); the bound "
+                         "is of the eval-mode network (running statistics, no dropout): call model.eval() first")
     gm = _trace(model)
     modes = {m: m.training for m in model.modules()}
     try:

@@ -5,22 +5,24 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from typing import Any
 
 import torch
 
 from ..experiments.step_timing import MODES, format_tables, legacy_json, measure
 from ..methods import method_names
+from ..train.device import check_device
+from .values import count_at_least, writable_file
 
 
 def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     """The flags of `lipkit bench` and of benchmarks/bench_critic_step.py (one definition)."""
-    parser.add_argument("--width", type=int, default=32, help="critic base width (GPU anchor: 64)")
-    parser.add_argument("--batch", type=int, nargs="+", default=[64], help="batch size(s)")
-    parser.add_argument("--steps", type=int, default=5, help="timed steps per repeat")
-    parser.add_argument("--warmup", type=int, default=2, help="untimed steps before each timing")
-    parser.add_argument("--repeats", type=int, default=3, help="interleaved repeats (the median is reported)")
+    parser.add_argument("--width", type=count_at_least(1), default=32, help="critic base width (GPU anchor: 64)")
+    parser.add_argument("--batch", type=count_at_least(1), nargs="+", default=[64], help="batch size(s)")
+    parser.add_argument("--steps", type=count_at_least(1), default=5, help="timed steps per repeat")
+    parser.add_argument("--warmup", type=count_at_least(0), default=2, help="untimed steps before each timing")
+    parser.add_argument("--repeats", type=count_at_least(1), default=3,
+                        help="interleaved repeats (the median is reported)")
     critics = method_names("critic")  # a mode is any critic method of the registry
     parser.add_argument("--modes", nargs="+", default=list(MODES), choices=critics, metavar="MODE",
                         help=f"critic methods to time, of {', '.join(critics)} (default: {' '.join(MODES)}; "
@@ -38,11 +40,10 @@ def add_bench_command(sub: Any) -> None:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    try:
-        result = measure(args.width, args.batch, args.steps, args.warmup, args.repeats, args.modes, args.device)
-    except ValueError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    check_device(args.device)
+    if args.json:  # before the benchmark, not after it: a bad path must not cost the whole run
+        writable_file(args.json, "--json")
+    result = measure(args.width, args.batch, args.steps, args.warmup, args.repeats, args.modes, args.device)
     print(format_tables(result))
     if args.json:
         with open(args.json, "w") as fh:

@@ -5,13 +5,13 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
-import sys
 from pathlib import Path
 
 import torch
 import torch.nn as nn
 
 from ..bounds import BOUND_METHODS, lipschitz_bound, lipschitz_lower_bound
+from .values import count_at_least
 
 
 def load_model(target: str) -> nn.Module:
@@ -25,28 +25,42 @@ def load_model(target: str) -> nn.Module:
         state, _ = load_latest(Path(target))
         return _run_critic(state)
     if os.path.isfile(target):
-        obj = torch.load(target, map_location="cpu", weights_only=False)
+        obj = _load_file(target)
         if isinstance(obj, dict) and "config" in obj and "task" in obj:
             return _run_critic(obj)
         if isinstance(obj, dict) and isinstance(obj.get("model"), nn.Module):
             obj = obj["model"]
         if not isinstance(obj, nn.Module):
-            raise SystemExit(
-                f"error: {target} holds a {type(obj).__name__}, not a module, a dict with a "
-                "'model' module, or a lipkit run checkpoint"
-            )
+            raise ValueError(f"{target} holds a {type(obj).__name__}, not a module, a dict with a "
+                             "'model' module, or a lipkit run checkpoint")
         return obj
     if ":" not in target:
-        raise SystemExit(f"error: {target!r} is neither a file nor `module:factory`")
+        raise ValueError(f"{target!r} is neither a file, a folder nor `module:factory` (e.g. lipkit.examples:mlp)")
     module_name, _, attr = target.partition(":")
     try:
         factory = getattr(importlib.import_module(module_name), attr)
     except (ImportError, AttributeError) as err:
-        raise SystemExit(f"error: cannot import {target!r}: {err}") from None
-    model = factory() if callable(factory) and not isinstance(factory, nn.Module) else factory
+        raise ValueError(f"cannot import {target!r}: {err}") from None
+    try:
+        model = factory() if callable(factory) and not isinstance(factory, nn.Module) else factory
+    except Exception as err:  # noqa: BLE001 - the user's factory: report its failure in one line
+        raise ValueError(f"{target}() raised {type(err).__name__}: {err}") from err
     if not isinstance(model, nn.Module):
-        raise SystemExit(f"error: {target} returned a {type(model).__name__}, not an nn.Module")
+        raise ValueError(f"{target} returned a {type(model).__name__}, not an nn.Module")
     return model
+
+
+def _load_file(target: str) -> object:
+    """torch.load of a trusted file; an unreadable one or a pickle whose classes cannot be
+    imported here is named in one line."""
+    try:
+        return torch.load(target, map_location="cpu", weights_only=False)
+    except (ImportError, AttributeError) as err:
+        raise ValueError(f"{target} pickles a class that cannot be imported here ({err}): import or install "
+                         "the module that defines the model, or save a state_dict and pass module:factory") from err
+    except Exception as err:  # noqa: BLE001 - torch raises RuntimeError, EOFError, UnpicklingError, ...
+        raise ValueError(f"{target} is not a readable torch file (truncated or corrupt?): "
+                         f"{type(err).__name__}: {' '.join(str(err).split())[:200]}") from err
 
 
 def _run_critic(state: dict) -> nn.Module:
@@ -78,14 +92,10 @@ def parse_shape(text: str) -> tuple[int, ...]:
 
 
 def cmd_bound(args: argparse.Namespace) -> int:
-    model = load_model(args.target)
-    try:
-        result = lipschitz_bound(model, args.input_shape, method=args.method)
-    except (ValueError, TypeError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    model = load_model(args.target).eval()  # the network as deployed: BatchNorm running stats, no dropout
+    result = lipschitz_bound(model, args.input_shape, method=args.method)
     print(result.table())
-    print(f"\ncertified upper bound ({args.method}): {result.upper:.6g}")
+    print(f"\ncertified upper bound ({args.method}, eval mode): {result.upper:.6g}")
     if args.samples > 0:
         gen = torch.Generator().manual_seed(args.seed)
         inputs = torch.randn((args.samples, *args.input_shape), generator=gen)
@@ -106,8 +116,8 @@ def add_bound_command(sub: argparse._SubParsersAction) -> None:
                    help="one sample's shape without batch dim, e.g. 3,32,32")
     p.add_argument("--method", choices=BOUND_METHODS, default="gram",
                    help="certified per-layer method (default: gram)")
-    p.add_argument("--samples", type=int, default=64,
+    p.add_argument("--samples", type=count_at_least(0), default=64,
                    help="random inputs for the empirical lower bound (0: skip it)")
-    p.add_argument("--steps", type=int, default=100, help="gradient-ascent steps for the lower bound")
+    p.add_argument("--steps", type=count_at_least(0), default=100, help="gradient-ascent steps for the lower bound")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_bound)

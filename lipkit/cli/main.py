@@ -19,17 +19,20 @@
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 
 from .bench import add_bench_command
 from .bound import add_bound_command
+from .errors import DEBUG_FLAG, debug_requested, guarded
 from .reproduce import add_reproduce_command
 from .runs import add_run_commands
 from .train import add_train_commands
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="lipkit", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="lipkit", description=__doc__.split("\n")[0],
+                                     epilog="--debug (anywhere) or LIPKIT_DEBUG=1: show the traceback of a failure")
     sub = parser.add_subparsers(dest="command", required=True)
     add_bound_command(sub)
     add_train_commands(sub)
@@ -40,10 +43,22 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one sub-command; failures and interruptions end as one line on stderr (cli/errors.py)."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    debug = debug_requested(argv)
+    argv = [a for a in argv if a != DEBUG_FLAG]
     args = build_parser().parse_args(argv)
     args.argv = argv  # compare-clf names its command in the table and plot captions
-    return args.func(args)
+    return guarded(lambda: args.func(args), resume_hint(args), debug)
+
+
+def resume_hint(args: argparse.Namespace) -> str:
+    """What to type to continue after an interruption."""
+    if args.command in ("train-gan", "train-clf") and getattr(args, "out", None):
+        return f"lipkit {args.command} --out {shlex.quote(args.out)} --resume"
+    if args.command in ("compare-clf", "reproduce"):
+        return "the same command again (finished runs are reused, the cut one resumes)"
+    return "the same command again"
 
 
 if __name__ == "__main__":

@@ -5,8 +5,11 @@ from __future__ import annotations
 import argparse
 import shlex
 import sys
+from pathlib import Path
 
 import torch
+
+from ..train.device import check_device
 
 
 def add_reproduce_command(sub: argparse._SubParsersAction) -> None:
@@ -43,6 +46,9 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
         print(f"error: --claims: {err}", file=sys.stderr)
         return 2
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    check_device(device)
+    if Path(args.out).exists() and not Path(args.out).is_dir():
+        raise ValueError(f"--out {args.out} is a file: reproduce writes a folder (REPORT.md, runs, figures) there")
     command = "lipkit " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:2] == ["reproduce"] else None
     results = reproduce(args.out, profile=args.profile, claims=claims, device=device, progress=args.progress,
                         command=command)

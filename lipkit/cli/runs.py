@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
 from ..train.run_summary import plot_curves, summary_table
+from .values import writable_file
 
 
 def add_run_commands(sub: argparse._SubParsersAction) -> None:
@@ -21,20 +21,13 @@ def add_run_commands(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_summarize(args: argparse.Namespace) -> int:
-    try:
-        print(summary_table(args.runs))
-    except ValueError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    print(summary_table(args.runs))
     return 0
 
 
 def cmd_plot(args: argparse.Namespace) -> int:
-    try:
-        plot_curves(args.runs, args.metric, args.out, args.title)
-    except ValueError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    writable_file(args.out, "--out")
+    plot_curves(args.runs, args.metric, args.out, args.title)
     print(f"wrote {args.out}")
     return 0
 

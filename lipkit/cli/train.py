@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +29,7 @@ def parse_pair(text: str) -> tuple[float, float]:
 def add_config_arguments(parser: argparse.ArgumentParser, cls: type, skip: tuple[str, ...] = ()) -> None:
     """One --flag per config field (help: the field's comment). Every default is None, meaning
     "not given": the config file / resumed run / dataclass default then decides."""
-    from ..train.run import field_help
+    from ..train.run_config import field_help
 
     helps = field_help(cls)
     for f in dataclasses.fields(cls):
@@ -58,26 +57,35 @@ def config_from_args(cls: type, args: argparse.Namespace) -> Any:
              if getattr(args, f.name, None) is not None}
     base: dict = {}
     if getattr(args, "config", None):
-        base = json.loads(Path(args.config).read_text())
+        base = read_json_object(Path(args.config), "--config")
     if getattr(args, "resume", False):
         if "out" not in given:
             raise ValueError("--resume needs --out DIR, the folder of the run to continue")
         saved = Path(given["out"]) / "config.json"
         if not saved.is_file():
             raise ValueError(f"--resume: {saved} does not exist; is {given['out']} a lipkit run folder?")
-        base = json.loads(saved.read_text())
+        base = read_json_object(saved, "--resume")
     return load_config(cls, {**base, **given})
 
 
-def cmd_train_gan(args: argparse.Namespace) -> int:
-    from ..train import CheckpointError, GanConfig, NonFiniteLossError, fit
-
+def read_json_object(path: Path, flag: str) -> dict:
+    """A config file's JSON object; a missing, unreadable or non-JSON file is named in the error."""
     try:
-        config = config_from_args(GanConfig, args)
-        summary = fit(config, resume=args.resume)
-    except (ValueError, FileNotFoundError, CheckpointError, NonFiniteLossError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
+        data = json.loads(path.read_text())
+    except OSError as err:
+        raise ValueError(f"{flag} {path}: {err.strerror}") from None
+    except (ValueError, UnicodeDecodeError) as err:
+        raise ValueError(f"{flag} {path} is not a JSON config ({err}): give a config.json written by lipkit") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{flag} {path} holds a JSON {type(data).__name__}, not an object of config fields")
+    return data
+
+
+def cmd_train_gan(args: argparse.Namespace) -> int:
+    from ..train import GanConfig, fit
+
+    config = config_from_args(GanConfig, args)
+    summary = fit(config, resume=args.resume)
     final = ", ".join(f"{k}={v:.4g}" for k, v in summary["final"].items() if isinstance(v, float))
     per_step = summary["seconds_per_step_this_session"]
     timing = f"{per_step * 1000:.1f} ms per step" if per_step else "no new steps"
@@ -109,18 +117,24 @@ def _clf_config(args: argparse.Namespace) -> Any:
 
 
 def cmd_train_clf(args: argparse.Namespace) -> int:
-    from ..train import CheckpointError, NonFiniteLossError
     from ..train.classify import fit
 
-    try:
-        config = _clf_config(args)
-        summary = fit(config, resume=args.resume)
-    except (ValueError, FileNotFoundError, CheckpointError, NonFiniteLossError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
+    config = _clf_config(args)
+    summary = fit(config, resume=args.resume)
     final = ", ".join(f"{k}={v:.4g}" for k, v in summary["final"].items() if isinstance(v, float))
     print(f"done: {summary['steps']} steps in {config.out}; final: {final}")
     return 0
+
+
+def parse_names(text: str) -> list[str]:
+    return [name.strip() for name in text.split(",")]
+
+
+def parse_ints(text: str) -> list[int]:
+    try:
+        return [int(s) for s in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a list of integers: e.g. 0,1,2") from None
 
 
 def parse_lams(text: str) -> dict[str, float]:
@@ -132,17 +146,12 @@ def parse_lams(text: str) -> dict[str, float]:
 
 
 def cmd_compare_clf(args: argparse.Namespace) -> int:
-    from ..train import CheckpointError, NonFiniteLossError
     from ..train.compare import compare
 
-    try:
-        base = _clf_config(args)
-        grids = {reg: args.grid for reg in args.regs} if args.grid else None
-        table = compare(base, args.regs, args.seeds, args.out, lams=args.lams, tune=args.tune, grids=grids,
-                        command="lipkit " + " ".join(args.argv))
-    except (ValueError, FileNotFoundError, CheckpointError, NonFiniteLossError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
+    base = _clf_config(args)
+    grids = {reg: args.grid for reg in args.regs} if args.grid else None
+    table = compare(base, args.regs, args.seeds, args.out, lams=args.lams, tune=args.tune, grids=grids,
+                    command="lipkit " + " ".join(args.argv))
     print((Path(args.out) / "table.md").read_text())
     print(f"wrote {args.out}/table.md, table.csv, runs.csv, plot.png ({len(table)} regs)")
     return 0
@@ -183,8 +192,8 @@ def add_train_commands(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("compare-clf", help="train several --reg settings with the same seeds; one table "
                        "(markdown + CSV) and a plot of test vs certified robust accuracy",
                        description="Runs go to OUT/REG/seed-S (finished ones are reused, cut ones resumed).")
-    p.add_argument("--regs", type=lambda t: t.split(","), required=True, help=f"comma list from {', '.join(regs)}")
-    p.add_argument("--seeds", type=lambda t: [int(s) for s in t.split(",")], default=[0, 1, 2],
+    p.add_argument("--regs", type=parse_names, required=True, help=f"comma list from {', '.join(regs)}")
+    p.add_argument("--seeds", type=parse_ints, default=[0, 1, 2],
                    help="comma list of seeds (default: 0,1,2)")
     p.add_argument("--lams", type=parse_lams, default=None, help="fixed lambdas, e.g. l2=1e-4,snr=0.01 "
                    "(unset regs: the method's default lam)")

@@ -222,6 +222,10 @@ def _check_real_weight(name: str, layer: nn.Module) -> None:
     if not dtype.is_floating_point:
         raise ValueError(f"layer {name!r} ({type(layer).__name__}) has a {dtype} weight; lk.constrain needs real "
                          "floating-point weights (float16, bfloat16, float32 or float64)")
+    bad = int((~torch.isfinite(layer.weight.detach())).sum())
+    if bad:
+        raise ValueError(f"layer {name!r} ({type(layer).__name__}) has {bad} non-finite (NaN/inf) weight entries; "
+                         "constraining it would give NaN outputs: reinitialize or reload the layer first")
 
 
 def _check_unconstrained(name: str, layer: nn.Module) -> None:

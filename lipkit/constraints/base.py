@@ -153,6 +153,22 @@ def raw_tensor(layer: nn.Module, name: str) -> Tensor:
     return getattr(layer, name)
 
 
+class NonFiniteWeightError(ValueError):
+    """A constrained weight holds NaN or inf: its norm, and so the constrained weight, is
+    meaningless. Raised where the norm is recomputed (once per weight update), not per forward."""
+
+
+def check_finite(w: Tensor) -> None:
+    """NonFiniteWeightError if w holds NaN / inf. One host sync, paid once per weight update
+    beside the refresh's own linear algebra; without it a NaN weight gave NaN outputs in silence
+    (operator='conv') or an eigh 'failed to converge' error (reshape)."""
+    bad = int((~torch.isfinite(w)).sum())
+    if bad:
+        raise NonFiniteWeightError(
+            f"a constrained {tuple(w.shape)} weight has {bad} non-finite (NaN/inf) entr{'y' if bad == 1 else 'ies'}: "
+            "training diverged (learning rate too high?) or the weights were loaded broken; reload a good checkpoint")
+
+
 def cached_homogeneous(module: nn.Module, raw: Tensor, w: Tensor, bound_fn) -> Tensor:
     """bound_fn(w) (a certified norm bound), evaluated once per weight update.
 
@@ -170,6 +186,7 @@ def cached_homogeneous(module: nn.Module, raw: Tensor, w: Tensor, bound_fn) -> T
     if module.watch.key != tensors_key((raw,)):  # the loaded-vectors adoption does not apply:
         if not module.training:                  # sigma_grad is never saved
             return bound_fn(w)
+        check_finite(w.detach())
         with torch.inference_mode(False), torch.enable_grad():  # also under inference_mode
             w0 = w.detach().clone().requires_grad_()
             (grad,) = torch.autograd.grad(bound_fn(w0), w0)

@@ -39,6 +39,7 @@ from .base import (
     as_dtype,
     autocast_off,
     cached_homogeneous,
+    check_finite,
     compute_dtype,
     normalize_by,
     raw_tensor,
@@ -89,8 +90,12 @@ class ConvSpectralNormalization(Constraint):
         self._grid = None
         self._shape: tuple[int, ...] | None = None
         self._plan: tuple[list[list[int]], float, tuple[int, ...]] | None = None  # bound_pieces
-        if input_shape is not None:
-            self.set_input_shape(tuple(int(s) for s in input_shape), raw)
+        # An input_shape given by the user is a promise about the inputs: training on another
+        # size is refused (it used to re-register silently, and the norm at the promised shape
+        # then exceeded the bound: 1.051 at 16x16 after training on 8x8).
+        self.declared_shape = tuple(int(s) for s in input_shape) if input_shape is not None else None
+        if self.declared_shape is not None:
+            self.set_input_shape(self.declared_shape, raw)
 
     @property
     def depth(self) -> int:
@@ -106,6 +111,10 @@ class ConvSpectralNormalization(Constraint):
         if not args or not isinstance(args[0], Tensor):
             return
         shape = sample_shape(args[0], self.geometry.nd)
+        if self.training and self.declared_shape is not None and shape != self.declared_shape:
+            raise ValueError(f"operator='conv' was given input_shape={self.declared_shape} but this "
+                             f"{type(layer).__name__} is trained on inputs of shape {shape}: the norm is only "
+                             "normalized at the declared shape; pass input_shape=" + str(shape) + " or leave it unset")
         # Eval never changes state: a model trained at 32x32 keeps its 32x32 vectors when
         # evaluated at another size (the norm then is that of the training shape).
         if shape != self._shape and (self._shape is None or self.training):
@@ -174,6 +183,7 @@ class ConvSpectralNormalization(Constraint):
         symbol's top modes (ranked from the stored freq_vectors) and depth Krylov blocks.
         No state change: the caller keeps or drops the results."""
         geometry, shape = self.geometry, self._shape
+        check_finite(w)
         with torch.inference_mode(False), torch.no_grad():  # new vectors: normal tensors
             start = torch.view_as_complex(self.freq_vectors.contiguous()) if self.freq_vectors.numel() else None
             freqs, amps, freq_vectors = rank_modes(geometry, w, self._grid, MODE_COUNT, start)

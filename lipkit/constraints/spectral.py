@@ -23,7 +23,7 @@ from torch import Tensor
 from ..norms.krylov import krylov_top_pair
 from ..norms.linalg import exact_top_pair, gram_iteration_bound, start_vector
 from ..norms.measure import weight_matrix
-from .base import Constraint, as_dtype, autocast_off, cached_homogeneous, compute_dtype, normalize_by
+from .base import Constraint, as_dtype, autocast_off, cached_homogeneous, check_finite, compute_dtype, normalize_by
 
 GRAM_ITER = 6  # Gram squarings for certified=True (fixed: no host sync in training)
 EXACT_SIDE = 128  # a reshaped weight with a side this small gets its exact top pair per update
@@ -78,6 +78,7 @@ class SpectralNormalization(Constraint):
         matrix rotates fast). So a matrix with a side <= EXACT_SIDE gets its exact pair (the
         eigenvectors of its smaller Gram: at most 128^2 * other side flops); a larger one
         Rayleigh-Ritz on the Krylov space of depth n_iter + 1 from the stored v."""
+        check_finite(matrix)
         with torch.inference_mode(False), torch.no_grad():  # new vectors: normal tensors
             if min(matrix.shape) <= EXACT_SIDE:
                 return exact_top_pair(matrix)

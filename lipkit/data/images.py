@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .checks import _check_count, _check_generator
+from .checks import _check_count, _check_generator, check_labels
 
 FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"  # Debian: dataset-fashion-mnist
 IDX_FILES = {  # (images, labels) per split; the standard MNIST / Fashion-MNIST names
@@ -119,10 +119,15 @@ def load_idx_images(root: str | Path | None = None, split: str = "train", *, sub
     if images.ndim != 3 or labels.ndim != 1 or images.shape[0] != labels.shape[0]:
         raise ValueError(f"{folder}: images {images.shape} and labels {labels.shape} do not pair up "
                          "(expected (N, H, W) and (N,))")
-    x = torch.from_numpy(images.astype(np.float32) / 255.0).unsqueeze(1)
+    if images.dtype != np.uint8:
+        raise ValueError(f"{folder}: {image_stem} holds {images.dtype} pixels; lipkit reads 8-bit (ubyte) idx images")
+    if labels.dtype.kind not in "ui":
+        raise ValueError(f"{folder}: {label_stem} holds {labels.dtype} labels; expected integers 0..K-1")
     y = torch.from_numpy(labels.astype(np.int64))
+    classes = check_labels(y, f"{folder}/{label_stem}", every_class=split == "train")
+    x = torch.from_numpy(images.astype(np.float32) / 255.0).unsqueeze(1)
     x, y = _subset(x, y, subset, seed)
-    return ImageSet(name, x, y, num_classes=int(labels.max()) + 1, split=split)
+    return ImageSet(name, x, y, num_classes=classes, split=split)
 
 
 def load_digits(split: str = "train", *, test_fraction: float = 0.2, subset: int | None = None,

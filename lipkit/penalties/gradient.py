@@ -21,6 +21,7 @@ from typing import Callable
 import torch
 from torch import Tensor
 
+from ..train_mode import BATCH_MIXING, describe, layers_in_train_mode
 from .norms import per_sample_norm
 
 AT = ("interpolate", "real", "fake")
@@ -52,6 +53,11 @@ def gradient_penalty(
     per-sample gradients are read off one backward of the sum of scores.
     """
     _check(real, fake, target, one_sided, at)
+    mixing = layers_in_train_mode(critic, BATCH_MIXING)
+    if mixing:
+        raise ValueError(f"the critic has BatchNorm in train mode ({describe(mixing)}): its scores mix the batch, so "
+                         "per-sample input gradients and the gradient penalty are meaningless; remove BatchNorm from "
+                         "the critic (WGAN-GP uses LayerNorm or none) or call critic.eval() first")
     real, fake = real.detach(), fake.detach()
     if at == "real":
         x = real

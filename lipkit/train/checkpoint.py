@@ -10,6 +10,7 @@
 """
 from __future__ import annotations
 
+import errno
 import os
 import random
 import re
@@ -24,8 +25,42 @@ import torch
 PATTERN = re.compile(r"^ckpt-(\d{8})\.pt$")
 
 
+TEMP_PREFIX = ".ckpt-"  # save_checkpoint's temporary files: .ckpt-XXXX.tmp beside the checkpoints
+
+
 class CheckpointError(RuntimeError):
     """No usable checkpoint, or one that must not be written (non-finite values)."""
+
+
+class CheckpointWriteError(CheckpointError):
+    """The file system refused the checkpoint (full disk, quota, permissions); the previous
+    checkpoint is untouched."""
+
+
+def _os_error(err: BaseException) -> str | None:
+    """The OSError behind a failed save, as "No space left on device (ENOSPC)"; torch wraps it
+    in a RuntimeError from its zip writer, so the chain is searched."""
+    seen: BaseException | None = err
+    while seen is not None:
+        if isinstance(seen, OSError) and seen.errno is not None:
+            name = errno.errorcode.get(seen.errno, str(seen.errno))
+            return f"{os.strerror(seen.errno)} ({name})"
+        seen = seen.__cause__ or seen.__context__
+    text = str(err)
+    if isinstance(err, RuntimeError) and ("file write failed" in text or "unexpected pos" in text):
+        return f"the write failed ({text.splitlines()[0][:120]}); is the disk full?"
+    return None
+
+
+def remove_orphaned_temporaries(folder: Path) -> list[Path]:
+    """Delete .ckpt-*.tmp files a killed save left behind (a kill between the write and the
+    rename); the checkpoints themselves are never touched. Returns what was removed."""
+    if not folder.is_dir():
+        return []
+    orphans = [p for p in folder.iterdir() if p.name.startswith(TEMP_PREFIX) and p.name.endswith(".tmp")]
+    for path in orphans:
+        path.unlink(missing_ok=True)
+    return orphans
 
 
 def checkpoint_path(folder: Path, step: int) -> Path:
@@ -65,15 +100,18 @@ def save_checkpoint(folder: Path, step: int, state: dict[str, Any], keep: int = 
         raise CheckpointError(f"refusing to save checkpoint at step {step}: {bad} is not finite")
     folder.mkdir(parents=True, exist_ok=True)
     target = checkpoint_path(folder, step)
-    handle = tempfile.NamedTemporaryFile(dir=folder, prefix=".ckpt-", suffix=".tmp", delete=False)
+    handle = tempfile.NamedTemporaryFile(dir=folder, prefix=TEMP_PREFIX, suffix=".tmp", delete=False)
     try:
         with handle:
             torch.save(state, handle)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(handle.name, target)
-    except BaseException:
+    except BaseException as err:
         Path(handle.name).unlink(missing_ok=True)
+        cause = _os_error(err)
+        if cause is not None:  # full disk, quota, read-only folder: name the cause, not torch's wrapper
+            raise CheckpointWriteError(f"cannot write checkpoint {target}: {cause}") from err
         raise
     _fsync_dir(folder)
     for old in list_checkpoints(folder)[max(keep, 1):]:

@@ -49,6 +49,9 @@ def load_data(c: ClfConfig) -> dict[str, tuple[Tensor, Tensor]]:
     """{"train", "val", "test"}: (images, labels) as described in the module docs."""
     spec = get_data(c.data)
     pool, test = spec.split("train"), spec.split("test")
+    if int(test.labels.max()) >= pool.num_classes:  # a class the model never trains on
+        raise ValueError(f"{c.data}: test label {int(test.labels.max())} is not among the training split's "
+                         f"classes 0..{pool.num_classes - 1}")
     order = torch.randperm(len(pool), generator=torch.Generator().manual_seed(c.seed))
     val_idx, train_idx = order[:c.val_size], order[c.val_size:c.val_size + c.train_size]
     test_idx = torch.randperm(len(test), generator=torch.Generator().manual_seed(0))[:c.test_size]
@@ -65,6 +68,10 @@ def build_model(c: ClfConfig, shape: tuple[int, ...], num_classes: int) -> nn.Mo
 
 class ClfTask:
     """Model, optimizer, data, penalty and RNG streams of one classifier run."""
+
+    # A mean cross-entropy above this needs logit gaps of ~1e4 on wrong classes (it starts at
+    # log K ~ 2.3): the run has diverged even though every number is still finite (--lr 1e6).
+    divergence_limits = {"loss_ce": 1e4}
 
     def __init__(self, config: ClfConfig) -> None:
         c = self.config = config

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from ..data import get_data
 from ..methods import get_method
-from .run import RunConfig
+from .run_config import RunConfig
 
 MODELS = ("mlp", "cnn")
 OPTIMIZERS = ("adam", "sgd")
@@ -63,7 +63,8 @@ def resolve_config(config: ClfConfig) -> ClfConfig:
     lam = config.lam if config.lam is not None else get_method(config.reg, "classifier").classifier["lam"]
     resolved = dataclasses.replace(
         config, val_size=val, train_size=train, test_size=config.test_size if config.test_size is not None else test,
-        width=config.width or (256 if config.model == "mlp" else 32), lam=float(lam), eps=tuple(config.eps))
+        width=config.width if config.width is not None else (256 if config.model == "mlp" else 32), lam=float(lam),
+        eps=tuple(config.eps))
     _check_values(resolved, pool, test)
     return resolved
 

@@ -75,12 +75,18 @@ def compare(base: ClfConfig, regs: Sequence[str], seeds: Sequence[int], out: str
     if not seeds or len(set(seeds)) != len(seeds) or any(isinstance(s, bool) or not isinstance(s, int) or s < 0
                                                           for s in seeds):
         raise ValueError(f"seeds must be distinct ints >= 0, got {list(seeds)!r}")
-    extra = sorted(set(lams) - set(regs)) + sorted(r for r in lams if r in regs and not has_lambda(r))
-    if extra:
-        raise ValueError(f"lams given for {extra}: only for penalty regs that are compared ({list(regs)})")
+    not_compared = sorted(set(lams) - set(regs))
+    if not_compared:
+        raise ValueError(f"lams given for {not_compared}, which are not in regs {list(regs)}")
+    no_penalty = sorted(r for r in lams if not has_lambda(r))
+    if no_penalty:
+        raise ValueError(f"lams given for {no_penalty}, which add no penalty (no lambda to set); lams are for "
+                         f"{[r for r in regs if has_lambda(r)]}")
     if tune and lams:
         raise ValueError("give either fixed lams or --tune, not both (tuning would overwrite them)")
     out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"out={str(out)!r} is a file: compare-clf writes a folder of runs there")
     out.mkdir(parents=True, exist_ok=True)
     chosen: dict[str, float | None] = {}
     tuning: list[dict[str, Any]] = []

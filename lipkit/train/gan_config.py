@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from ..data import data_names, get_data
 from ..methods import get_method
 from .presets import PRESET_KEYS, preset_defaults
-from .run import RunConfig
+from .run_config import RunConfig
 
 
 @dataclass
@@ -56,11 +56,11 @@ def resolve_config(config: GanConfig) -> GanConfig:
     values = preset_defaults(config.critic, toy)
     filled = {k: values[k] if getattr(config, k) is None else getattr(config, k) for k in PRESET_KEYS}
     filled["betas"] = tuple(filled["betas"])
-    filled.update(batch_size=config.batch_size or (256 if toy else 64),
-                  noise_dim=config.noise_dim or (2 if toy else 64),
-                  width=config.width or (512 if toy else 64),
-                  eval_samples=config.eval_samples or (2500 if toy else 1000))
-    filled["g_width"] = config.g_width or filled["width"]
+    # Only None means "default": a 0 given on purpose reaches check_values and is refused there.
+    defaults = {"batch_size": 256 if toy else 64, "noise_dim": 2 if toy else 64, "width": 512 if toy else 64,
+                "eval_samples": 2500 if toy else 1000}
+    filled.update({k: default if getattr(config, k) is None else getattr(config, k) for k, default in defaults.items()})
+    filled["g_width"] = filled["width"] if config.g_width is None else config.g_width
     filled["g_lr"] = config.g_lr if config.g_lr is not None else filled["lr"]
     resolved = dataclasses.replace(config, **filled)
     check_values(resolved)

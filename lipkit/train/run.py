@@ -10,6 +10,9 @@ A training job is a `Task` (models, optimizers, data and RNG streams built in on
   metrics rows logged after the checkpoint are dropped so the resumed log has no duplicates;
 - the NaN guard: a non-finite loss stops the run with NonFiniteLossError naming the step,
   and nothing is saved after it (the last good checkpoint stays the newest);
+- interruptions: SIGINT / SIGTERM finish the current step, checkpoint it and raise
+  RunInterrupted (interrupt.py); temporary files of a save killed mid-write are removed at
+  the next start; a full disk is a CheckpointWriteError naming the cause;
 - rank 0 alone writes files and shows progress (torchrun-ready); no module-level state.
 """
 from __future__ import annotations
@@ -25,29 +28,23 @@ from typing import Any, Callable, Protocol, TypeVar
 import torch
 from tqdm.auto import tqdm
 
-from .checkpoint import CheckpointError, load_latest, rng_state, save_checkpoint, set_rng_state
-
-# Fields a resumed run may change: how long it runs, how often it reports, where it runs.
-RESUMABLE_CHANGES = ("steps", "eval_every", "checkpoint_every", "log_every", "progress", "device", "out")
-
-
-@dataclass
-class RunConfig:
-    """Settings of the run itself; a task's config subclasses this and adds its own fields."""
-
-    out: str = "runs/lipkit"  # output folder (config.json, metrics.jsonl, ckpt-*.pt, PNGs, summary.json)
-    steps: int = 1000  # training steps to reach (a GAN counts generator steps)
-    seed: int = 0  # seeds model init, data order and every noise stream
-    device: str = "cpu"  # torch device for models and batches
-    eval_every: int = 100  # evaluate (metrics + sample PNG) every this many steps; always at the end
-    checkpoint_every: int = 100  # checkpoint every this many steps; always at the end
-    keep_checkpoints: int = 2  # newest checkpoints kept, so a bad write never loses the run
-    log_every: int = 1  # append a metrics.jsonl row every this many steps
-    progress: bool = True  # tqdm progress bar with live metrics
+from ..constraints.base import NonFiniteWeightError
+from .checkpoint import (
+    CheckpointError,
+    CheckpointWriteError,
+    load_latest,
+    remove_orphaned_temporaries,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
+from .interrupt import RunInterrupted, StopRequests
+from .run_config import RunConfig, check_config, check_same_run, load_config, save_config
 
 
 class Task(Protocol):
-    """What a training job provides to `run`."""
+    """What a training job provides to `run`. Optionally `divergence_limits`: {statistic: the
+    largest |value| a healthy run reaches}; above it the run stops as on a NaN."""
 
     def train_step(self, step: int) -> dict[str, float]:
         """Take training step `step` (1-based); return its scalar losses and statistics."""
@@ -69,6 +66,7 @@ class NonFiniteLossError(RuntimeError):
 
 
 C = TypeVar("C", bound=RunConfig)
+__all__ = ["RunConfig", "load_config", "run", "NonFiniteLossError", "scalars_to_host"]
 
 
 def is_main_process() -> bool:
@@ -77,68 +75,8 @@ def is_main_process() -> bool:
     return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
 
 
-def check_config(config: RunConfig) -> None:
-    """Reject run settings that cannot work, naming the value and what is allowed."""
-    for name in ("steps", "keep_checkpoints", "log_every"):
-        value = getattr(config, name)
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be an int >= 1, got {value!r}")
-    for name in ("eval_every", "checkpoint_every", "seed"):
-        value = getattr(config, name)
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise ValueError(f"{name} must be an int >= 0 (0: only at the end), got {value!r}")
-
-
-def save_config(config: RunConfig, path: Path) -> None:
-    path.write_text(json.dumps(dataclasses.asdict(config), indent=2, sort_keys=True) + "\n")
-
-
-def load_config(cls: type[C], source: str | Path | dict[str, Any]) -> C:
-    """A config dataclass from config.json (or a dict); unknown keys are an error."""
-    data = json.loads(Path(source).read_text()) if not isinstance(source, dict) else dict(source)
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - names)
-    if unknown:
-        raise ValueError(f"config keys {unknown} are not fields of {cls.__name__}; allowed: {sorted(names)}")
-    for f in dataclasses.fields(cls):  # JSON has no tuples: restore them where the default is one
-        if isinstance(data.get(f.name), list) and "tuple" in str(f.type):
-            data[f.name] = tuple(data[f.name])
-    return cls(**data)
-
-
-def field_help(cls: type) -> dict[str, str]:
-    """{field: its trailing comment} from the class source (and its bases): the one place
-    a default is documented is also the CLI's help text."""
-    import inspect
-    import re
-
-    found: dict[str, str] = {}
-    for klass in reversed(cls.__mro__):
-        try:
-            source = inspect.getsource(klass)
-        except (OSError, TypeError):
-            continue
-        for name, comment in re.findall(r"^\s+(\w+): [^=\n]+=[^#\n]*#\s*(.+)$", source, re.MULTILINE):
-            found[name] = comment.strip()
-    return found
-
-
 def _due(step: int, every: int, last: int) -> bool:
     return step == last or (every > 0 and step % every == 0)
-
-
-def _check_same_run(saved: dict[str, Any], config: RunConfig, path: Path) -> None:
-    now = dataclasses.asdict(config)
-    changed = sorted(k for k in set(saved) | set(now)
-                     if k not in RESUMABLE_CHANGES and _jsonable(saved.get(k)) != _jsonable(now.get(k)))
-    if changed:
-        details = ", ".join(f"{k}: {saved.get(k)!r} -> {now.get(k)!r}" for k in changed)
-        raise ValueError(f"cannot resume {path} with a different config ({details}); only "
-                         f"{RESUMABLE_CHANGES} may change on resume")
-
-
-def _jsonable(value: Any) -> Any:
-    return json.loads(json.dumps(value))
 
 
 def _truncate_metrics(path: Path, step: int) -> None:
@@ -164,9 +102,14 @@ def run(config: C, build: Callable[[C], Task], *, resume: bool = False) -> dict[
     check_config(config)
     out, main = Path(config.out), is_main_process()
     state = None
+    if main:
+        remove_orphaned_temporaries(out)
     if resume:
         state, ckpt = load_latest(out)
-        _check_same_run(state["config"], config, ckpt)
+        check_same_run(state["config"], config, ckpt)
+        if config.steps < state["step"]:
+            raise ValueError(f"steps={config.steps} is below step {state['step']} of {ckpt.name}: a resumed run "
+                             f"only goes further; pass --steps >= {state['step']}")
     elif any(out.glob("ckpt-*.pt")):
         raise ValueError(f"{out} already holds a run (ckpt-*.pt): pass resume=True (--resume) to "
                          "continue it, or choose another output folder")
@@ -195,43 +138,70 @@ class _Progress:
 
 
 def _loop(config: RunConfig, task: Task, out: Path, progress: _Progress) -> None:
-    """Steps start+1..config.steps: train, guard, evaluate, log, checkpoint (rank 0 writes)."""
+    """Steps start+1..config.steps: train, guard, evaluate, log, checkpoint (rank 0 writes);
+    a stop signal ends the loop after the current step, checkpointed (RunInterrupted)."""
     main, metrics_path = is_main_process(), out / "metrics.jsonl"
     last_good = f"step {progress.start}" if progress.start else "none yet"
     bar = tqdm(total=config.steps, initial=progress.start, disable=not (config.progress and main), dynamic_ncols=True)
     try:
-        for step in range(progress.start + 1, config.steps + 1):
-            began = time.perf_counter()
-            row: dict[str, Any] = {"step": step, **task.train_step(step)}
-            progress.wall += time.perf_counter() - began
-            bad = sorted(k for k, v in row.items() if isinstance(v, float) and not math.isfinite(v))
-            if bad:
-                raise NonFiniteLossError(
-                    f"non-finite {', '.join(f'{k}={row[k]}' for k in bad)} at step {step}: run stopped "
-                    f"without saving; last good checkpoint: {last_good} in {out}")
-            row["wall_seconds"] = round(progress.wall, 4)
-            evaluated = _due(step, config.eval_every, config.steps) and main
-            if evaluated:
+        with StopRequests() as stops:
+            for step in range(progress.start + 1, config.steps + 1):
                 began = time.perf_counter()
-                progress.last_eval = task.evaluate(step, out)
-                progress.eval_seconds += time.perf_counter() - began
-                row.update(progress.last_eval)
-            if main and (evaluated or _due(step, config.log_every, config.steps)):
-                with metrics_path.open("a") as handle:
-                    handle.write(json.dumps(row) + "\n")
-            bar.update(1)
-            live = {**progress.last_eval, **row}
-            bar.set_postfix({k: f"{live[k]:.3g}" for k in task_postfix_keys(live)})
-            if _due(step, config.checkpoint_every, config.steps) and main:
-                save_checkpoint(out, step, {
-                    "step": step, "config": dataclasses.asdict(config), "task": task.state_dict(),
-                    "rng": rng_state(), "wall_seconds": progress.wall, "last_eval": progress.last_eval,
-                }, keep=config.keep_checkpoints)
-                last_good = f"step {step}"
+                try:
+                    row: dict[str, Any] = {"step": step, **task.train_step(step)}
+                except NonFiniteWeightError as err:  # a constraint met a NaN weight: the same stop as a NaN loss
+                    row, bad = {}, str(err)
+                else:
+                    bad = _diverged(row, getattr(task, "divergence_limits", {}))
+                progress.wall += time.perf_counter() - began
+                if bad:
+                    raise NonFiniteLossError(f"{bad} at step {step}: run stopped without saving; last good "
+                                             f"checkpoint: {last_good} in {out}")
+                row["wall_seconds"] = round(progress.wall, 4)
+                evaluated = _due(step, config.eval_every, config.steps) and main
+                if evaluated:
+                    began = time.perf_counter()
+                    progress.last_eval = task.evaluate(step, out)
+                    progress.eval_seconds += time.perf_counter() - began
+                    row.update(progress.last_eval)
+                if main and (evaluated or _due(step, config.log_every, config.steps)):
+                    with metrics_path.open("a") as handle:
+                        handle.write(json.dumps(row) + "\n")
+                bar.update(1)
+                live = {**progress.last_eval, **row}
+                bar.set_postfix({k: f"{live[k]:.3g}" for k in task_postfix_keys(live)})
+                stop = stops.signum  # read once: a signal landing in between must not skip the checkpoint
+                if (_due(step, config.checkpoint_every, config.steps) or stop is not None) and main:
+                    _checkpoint(config, task, out, progress, step)
+                    last_good = f"step {step}"
+                if stop is not None:
+                    raise RunInterrupted(stop, step, out)
+    except CheckpointWriteError as err:
+        raise CheckpointWriteError(f"{err}; run stopped; last good checkpoint: {last_good} in {out}, intact: "
+                                   "free space, then rerun with --resume") from err
     except CheckpointError as err:
         raise NonFiniteLossError(f"{err}; run stopped; last good checkpoint: {last_good} in {out}") from err
     finally:
         bar.close()
+
+
+def _diverged(row: dict[str, Any], limits: dict[str, float]) -> str:
+    """Why a step's statistics mean the run diverged ("" if they do not): a non-finite value,
+    or one above the task's divergence_limits (a cross-entropy of 1e20 is finite but hopeless)."""
+    bad = sorted(k for k, v in row.items() if isinstance(v, float) and not math.isfinite(v))
+    if bad:
+        return "non-finite " + ", ".join(f"{k}={row[k]}" for k in bad)
+    over = sorted(k for k, limit in limits.items() if isinstance(row.get(k), float) and abs(row[k]) > limit)
+    if over:
+        return "diverged: " + ", ".join(f"{k}={row[k]:.3g} > {limits[k]:g}" for k in over) + " (learning rate too high?)"
+    return ""
+
+
+def _checkpoint(config: RunConfig, task: Task, out: Path, progress: _Progress, step: int) -> None:
+    save_checkpoint(out, step, {
+        "step": step, "config": dataclasses.asdict(config), "task": task.state_dict(),
+        "rng": rng_state(), "wall_seconds": progress.wall, "last_eval": progress.last_eval,
+    }, keep=config.keep_checkpoints)
 
 
 def _summarize(config: RunConfig, task: Task, out: Path, progress: _Progress, resumed_wall: float) -> dict[str, Any]:

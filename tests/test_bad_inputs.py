@@ -112,6 +112,13 @@ CLI_CASES = [
     ("gan steps 0", ["train-gan", *TINY_GAN, "--steps", "0", "--out", "{root}/o9"], "steps must be an int >= 1, got 0"),
     ("gan lr nan", ["train-gan", *TINY_GAN, "--lr", "nan", "--out", "{root}/o10"], "lr must be a finite number > 0, got nan"),
     ("gan betas", ["train-gan", *TINY_GAN, "--betas", "1,2", "--out", "{root}/o11"], "betas must be two numbers in [0, 1)"),
+    # found by sweeping every flag with -1, 0, nan, inf, 1e12 (this session)
+    ("gan depth 1e12 (would hang)", ["train-gan", *TINY_GAN, "--depth", "1000000000000", "--out", "{root}/o21"],
+     "depth must be an int in [1, 1000]"),
+    ("clf val size >= pool", ["train-clf", *TINY_CLF, "--val-size", "100000", "--out", "{root}/o22"],
+     "val_size=100000 leaves no training image"),
+    ("clf momentum 1", ["train-clf", *TINY_CLF, "--momentum", "1", "--out", "{root}/o23"], "momentum must be in [0, 1)"),
+    ("seed -1", ["train-clf", *TINY_CLF, "--seed", "-1", "--out", "{root}/o24"], "seed must be an int >= 0, got -1"),
     # tracebacks before
     ("gan out is a file", ["train-gan", *TINY_GAN, "--out", "{file}"], "is a file"),
     ("clf out is a file", ["train-clf", *TINY_CLF, "--out", "{file}"], "is a file"),
@@ -261,3 +268,32 @@ def test_resume_after_bad_resume_still_works(paths, tmp_path):
     assert main(["train-gan", "--out", str(run), "--resume", "--steps", "5"]) == 0
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [1, 2, 3, 4, 5]
+
+
+def small_mlp() -> nn.Module:
+    return nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 1))
+
+
+# (case, call, error type, what the message must contain): API calls a probe found unclear
+API_CASES = [
+    ("constrain a string", lambda: lk.constrain("model", "spectral"), TypeError, "must be a torch.nn.Module, got str"),
+    ("spectral_norm of ints", lambda: lk.spectral_norm(torch.ones(3, 4, dtype=torch.int64)), TypeError,
+     "torch.int64 tensor"),
+    ("lower bound, empty batch", lambda: lk.lipschitz_lower_bound(small_mlp(), torch.randn(0, 3)), ValueError,
+     "B >= 1, got (0, 3)"),
+    ("lower bound, NaN inputs", lambda: lk.lipschitz_lower_bound(small_mlp(), torch.full((4, 3), float("nan"))),
+     ValueError, "inputs contain NaN"),
+    ("lower bound, int inputs", lambda: lk.lipschitz_lower_bound(small_mlp(), torch.ones(4, 3, dtype=torch.long)),
+     TypeError, "torch.int64"),
+    ("lower bound, steps -1", lambda: lk.lipschitz_lower_bound(small_mlp(), torch.randn(4, 3), steps=-1), ValueError,
+     "steps must be an int >= 0, got -1"),
+    ("lower bound, lr nan", lambda: lk.lipschitz_lower_bound(small_mlp(), torch.randn(4, 3), lr=float("nan")),
+     ValueError, "lr must be a finite number > 0, got nan"),
+]
+
+
+@pytest.mark.parametrize("case,call,kind,expected", API_CASES, ids=[c[0] for c in API_CASES])
+def test_bad_api_call_is_a_clear_error(case, call, kind, expected):
+    with pytest.raises(kind) as info:
+        call()
+    assert expected in str(info.value)

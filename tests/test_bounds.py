@@ -148,3 +148,15 @@ def test_bad_inputs_raise_clear_errors():
 
     with pytest.raises(ValueError, match="mixes the samples"):
         lk.lipschitz_bound(BatchMean(), (2,))
+
+
+@pytest.mark.parametrize("layer,shape", [(nn.Linear(3, 4), (3,)), (nn.Conv2d(2, 3, 3, padding=1), (2, 6, 6))],
+                         ids=["linear", "conv"])
+def test_a_bare_layer_is_a_model_too(layer, shape):
+    """fx never makes the root a leaf: a saved nn.Linear used to be traced into F.linear and
+    refused (issue 16's unimportable-pickle probe found it). Oracle: the dense Jacobian."""
+    x = torch.randn(shape)
+    jac = torch.autograd.functional.jacobian(lambda v: layer(v[None])[0], x).reshape(-1, x.numel())
+    true = float(torch.linalg.svdvals(jac)[0])
+    bound = lk.lipschitz_bound(layer, shape, method="exact")
+    assert bound.upper == pytest.approx(true, rel=1e-5) and bound.layers[0].name == "model"

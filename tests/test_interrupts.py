@@ -148,3 +148,16 @@ def test_temporaries_of_a_killed_save_are_removed_at_the_next_start(tmp_path):
     orphan.write_bytes(b"\0" * 1000)
     assert main(["train-gan", *RUN, "--steps", "3", "--checkpoint-every", "2", "--out", str(out), "--resume"]) == 0
     assert not orphan.exists() and (out / "ckpt-00000003.pt").is_file()
+
+
+def test_ctrl_c_outside_a_training_loop_is_one_line_and_exit_130(capsys):
+    """Ctrl-C while loading data, bounding a model or timing a benchmark (no run loop to
+    checkpoint), or a second Ctrl-C during the interrupt's checkpoint."""
+    from lipkit.cli.errors import guarded
+
+    def command() -> int:
+        raise KeyboardInterrupt
+
+    assert guarded(command, "the same command again", debug=False) == 130
+    err = capsys.readouterr().err
+    assert err == "interrupted: stopped at once. Continue with: the same command again\n"

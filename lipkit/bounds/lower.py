@@ -87,10 +87,17 @@ def lipschitz_lower_bound(
     The search runs in float32 (float64 convolutions are slow on CPUs); every number
     returned is re-evaluated in float64 at the points the search found.
     """
-    if not isinstance(inputs, Tensor) or inputs.dim() < 2:
-        raise ValueError("inputs must be a batch tensor (B, *input_shape) with B >= 1")
-    if steps < 0:
-        raise ValueError(f"steps must be >= 0, got {steps}")
+    if not isinstance(inputs, Tensor) or inputs.dim() < 2 or inputs.shape[0] == 0:
+        shape = tuple(inputs.shape) if isinstance(inputs, Tensor) else type(inputs).__name__
+        raise ValueError(f"inputs must be a batch tensor (B, *input_shape) with B >= 1, got {shape}")
+    if not inputs.is_floating_point():
+        raise TypeError(f"inputs are {inputs.dtype}: the model's gradient needs floating-point inputs (.float())")
+    if not bool(torch.isfinite(inputs).all()):
+        raise ValueError("inputs contain NaN or inf values: no Lipschitz ratio can be measured there")
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
+        raise ValueError(f"steps must be an int >= 0, got {steps!r}")
+    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not 0 < lr < float("inf"):
+        raise ValueError(f"lr must be a finite number > 0, got {lr!r}")
     net32, net64 = _eval_copy(model, torch.float32), _eval_copy(model, torch.float64)
     device = next(net32.parameters(), inputs).device
     x = inputs.detach().to(dtype=torch.float32, device=device)

@@ -17,6 +17,7 @@ under no_grad and restore the training flags after, so no constraint state moves
 """
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import dataclass, field
 
 import torch
@@ -96,6 +97,8 @@ class _Tracer(fx.Tracer):
 
 
 def _trace(model: nn.Module) -> fx.GraphModule:
+    if has_layer_bound(type(model)):  # fx never treats the root as a leaf: a bare nn.Linear would be
+        model = nn.Sequential(OrderedDict(model=model))  # traced into F.linear, which has no rule
     try:
         graph = _Tracer().trace(model)
     except Exception as err:  # fx raises many types; say what to do about all of them

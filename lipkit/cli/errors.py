@@ -34,7 +34,7 @@ def guarded(command: Callable[[], int], resume_hint: str, debug: bool) -> int:
     except KeyboardInterrupt:
         if debug:
             raise
-        _say("interrupted: stopped at once, nothing saved since the last checkpoint. Continue with: " + resume_hint)
+        _say("interrupted: stopped at once. Continue with: " + resume_hint)
         return EXIT_INTERRUPTED
     except Exception as err:  # noqa: BLE001 - the boundary: every failure is reported, none is a traceback
         if debug:

@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
 def resume_hint(args: argparse.Namespace) -> str:
     """What to type to continue after an interruption."""
     if args.command in ("train-gan", "train-clf") and getattr(args, "out", None):
-        return f"lipkit {args.command} --out {shlex.quote(args.out)} --resume"
+        return f"lipkit {args.command} --out {shlex.quote(args.out)} --resume (from its newest checkpoint)"
     if args.command in ("compare-clf", "reproduce"):
         return "the same command again (finished runs are reused, the cut one resumes)"
     return "the same command again"

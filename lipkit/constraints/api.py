@@ -58,6 +58,8 @@ def constrain(
     changed since the last refresh (export right after a step) computes a pair of its own,
     cached per weight value, without touching the stored vectors.
     """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     resolved = resolve_options(method, mode, options)
     kinds = supported_layers(method, resolved)
     candidates = [(n, m) for n, m in model.named_modules() if isinstance(m, kinds) and _has_weight(m)]

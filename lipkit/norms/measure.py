@@ -46,6 +46,9 @@ def check_weight(weight: Tensor, what: str = "weight", min_dim: int = 2) -> None
     """Clear errors for weights no norm can be computed from."""
     if not isinstance(weight, Tensor):
         raise TypeError(f"{what} must be a torch.Tensor, got {type(weight).__name__}")
+    if not weight.is_floating_point():
+        raise TypeError(f"{what} is a {weight.dtype} tensor: norms need real floating-point weights "
+                        "(convert with .float())")
     if weight.dim() < min_dim:
         raise ValueError(
             f"{what} has shape {tuple(weight.shape)}: the spectral norm needs at least "

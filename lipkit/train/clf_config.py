@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from ..data import get_data
 from ..methods import get_method
-from .run_config import RunConfig
+from .run_config import MAX_DEPTH, RunConfig
 
 MODELS = ("mlp", "cnn")
 OPTIMIZERS = ("adam", "sgd")
@@ -40,9 +40,9 @@ class ClfConfig(RunConfig):
     momentum: float = 0.9  # sgd momentum
     batch_size: int = 64  # images per optimizer step
     eps: tuple[float, ...] = (0.1, 0.25, 0.5)  # L2 radii of the robust accuracies (inputs in [0, 1])
-    pgd_size: int = 500  # test images attacked and certified
+    pgd_size: int = 500  # test images attacked and certified (at most: all of them if the test set is smaller)
     pgd_steps: int = 30  # PGD steps (step size 2.5 * eps / pgd_steps)
-    lower_bound_size: int = 64  # test images seeding lk.lipschitz_lower_bound
+    lower_bound_size: int = 64  # test images seeding lk.lipschitz_lower_bound (at most, as pgd_size)
     lower_bound_steps: int = 10  # its gradient-ascent steps
     robust_eval: bool = True  # robustness metrics (bounds, PGD, certified) at the end
     robust_every: int = 0  # ...and every this many steps (0: only at the end)
@@ -80,6 +80,9 @@ def _check_choices(c: ClfConfig) -> None:
 
 
 def _check_values(c: ClfConfig, pool: int, test: int) -> None:
+    if isinstance(c.val_size, int) and c.val_size >= pool:  # before train_size = pool - val_size goes negative
+        raise ValueError(f"val_size={c.val_size} leaves no training image: the training split of {c.data} has "
+                         f"{pool} images")
     minimum = {"val_size": 1, "train_size": 1, "test_size": 1, "width": 1, "depth": 1, "hidden": 1, "sn_iter": 1,
                "batch_size": 1, "pgd_size": 1, "pgd_steps": 1, "lower_bound_size": 1, "lower_bound_steps": 0,
                "robust_every": 0}
@@ -92,11 +95,15 @@ def _check_values(c: ClfConfig, pool: int, test: int) -> None:
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0 \
                 or (positive and value == 0):
             raise ValueError(f"{name} must be a finite number {'> 0' if positive else '>= 0'}, got {value!r}")
+    if c.depth > MAX_DEPTH:  # built layer by layer in Python: a typo would hang, not fail
+        raise ValueError(f"depth must be an int in [1, {MAX_DEPTH}], got {c.depth}")
     if c.val_size + c.train_size > pool:
         raise ValueError(f"val_size {c.val_size} + train_size {c.train_size} > {pool} images in the training "
                          f"split of {c.data}: lower one of them")
     if c.test_size > test:
         raise ValueError(f"test_size={c.test_size} > {test} images in the test split of {c.data}")
+    if c.momentum >= 1:
+        raise ValueError(f"momentum must be in [0, 1), got {c.momentum!r}")
     if c.batch_size > c.train_size:
         raise ValueError(f"batch_size={c.batch_size} > train_size={c.train_size}: every batch must be full")
     if not c.eps or any(isinstance(e, bool) or not isinstance(e, (int, float)) or not 0 <= e < math.inf

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from ..data import data_names, get_data
 from ..methods import get_method
 from .presets import PRESET_KEYS, preset_defaults
-from .run_config import RunConfig
+from .run_config import MAX_DEPTH, RunConfig
 
 
 @dataclass
@@ -75,6 +75,8 @@ def check_values(config: GanConfig) -> None:
         value = getattr(config, name)
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
             raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
+    if config.depth > MAX_DEPTH:  # built layer by layer in Python: a typo would hang, not fail
+        raise ValueError(f"depth must be an int in [1, {MAX_DEPTH}], got {config.depth}")
     for name, positive in (("lr", True), ("g_lr", True), ("clip_c", True), ("max_norm", True),
                            ("penalty_weight", False), ("gp_lambda", False)):
         value = getattr(config, name)

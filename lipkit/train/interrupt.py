@@ -2,7 +2,10 @@
 checkpoint: the handler only records the signal, the run loop finishes the current step,
 writes a checkpoint at it and raises RunInterrupted (the CLI prints how to resume and exits
 128 + signal number: 130 / 143). A second signal while that happens stops at once
-(KeyboardInterrupt); the previous checkpoint is then still the newest good one."""
+(KeyboardInterrupt); the previous checkpoint is then still the newest good one.
+
+Multi-process runs (torchrun, issue 12) will need the ranks to agree on the step to stop at
+(an all-reduce of the flag each step): each rank now decides on its own."""
 from __future__ import annotations
 
 import signal

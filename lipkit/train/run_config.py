@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 
 from .device import check_device
 
+MAX_DEPTH = 1000  # hidden layers of an MLP: far beyond any real use, small enough to fail fast
 # Fields a resumed run may change: how long it runs, how often it reports, where it runs.
 RESUMABLE_CHANGES = ("steps", "eval_every", "checkpoint_every", "log_every", "progress", "device", "out")
 
@@ -40,7 +41,8 @@ def check_config(config: RunConfig) -> None:
     for name in ("eval_every", "checkpoint_every", "seed"):
         value = getattr(config, name)
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise ValueError(f"{name} must be an int >= 0 (0: only at the end), got {value!r}")
+            meaning = "" if name == "seed" else " (0: only at the end)"
+            raise ValueError(f"{name} must be an int >= 0{meaning}, got {value!r}")
     if Path(config.out).exists() and not Path(config.out).is_dir():
         raise ValueError(f"out={config.out!r} is a file: the output must be a folder (new, or a run to --resume)")
     check_device(config.device)

@@ -160,3 +160,27 @@ def test_a_bare_layer_is_a_model_too(layer, shape):
     true = float(torch.linalg.svdvals(jac)[0])
     bound = lk.lipschitz_bound(layer, shape, method="exact")
     assert bound.upper == pytest.approx(true, rel=1e-5) and bound.layers[0].name == "model"
+
+
+def test_an_unsupported_model_fails_fast_naming_every_problem(monkeypatch):
+    """Issue 15 item 2: every unsupported layer type and operation in ONE error, before any
+    norm is computed (resnet18 used to compute norms for 65 s, then refuse its last layer)."""
+    import time
+
+    import lipkit.bounds.network as network
+
+    class Square(nn.Module):  # traced through: its x * x is the unsupported operation
+        def forward(self, x):
+            return x * x
+
+    computed = []
+    monkeypatch.setattr(network, "layer_bound", lambda *a: computed.append(a))
+    model = nn.Sequential(nn.Linear(3, 8), nn.LayerNorm(8), Square(), nn.GroupNorm(2, 8), nn.LayerNorm(8),
+                          nn.Linear(8, 1))
+    began = time.perf_counter()
+    with pytest.raises(lk.UnsupportedLayerError) as info:
+        lk.lipschitz_bound(model, (3,))
+    assert time.perf_counter() - began < 1.0 and computed == []
+    message = str(info.value)
+    assert "3 problems" in message and "LayerNorm (layers '1', '4')" in message and "GroupNorm (layer '3')" in message
+    assert "mul" in message and "@lipkit.register_layer_bound(LayerNorm)" in message

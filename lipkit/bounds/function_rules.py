@@ -25,6 +25,7 @@ import torch.fx as fx
 import torch.nn.functional as F
 
 from .layer_rules import UnsupportedLayerError
+from .pooling import adaptive_avg_constant, adaptive_max_constant, mean_constant
 
 Lip = Callable[[Any], "float | None"]
 
@@ -47,6 +48,9 @@ ACTIVATIONS = {  # elementwise functions and their Lipschitz constants (None: re
     F.gelu: 1.1290, F.silu: 1.0998, F.softplus: 1.0, F.hardtanh: 1.0, F.relu6: 1.0,
 }
 CAT = {torch.cat, torch.stack, torch.concat}
+ADAPTIVE_AVG = {F.adaptive_avg_pool1d, F.adaptive_avg_pool2d, F.adaptive_avg_pool3d}
+ADAPTIVE_MAX = {F.adaptive_max_pool1d, F.adaptive_max_pool2d, F.adaptive_max_pool3d}
+MEAN = {torch.mean, "mean"}
 
 
 def operand_nodes(node: fx.Node) -> list[fx.Node]:
@@ -94,6 +98,8 @@ def function_rule(node: fx.Node, lip: Lip) -> float | None:
         return _activation(node, lip, dependent)
     if fn in CAT:
         return math.sqrt(sum(lip(n) ** 2 for n in dependent))
+    if fn in ADAPTIVE_AVG or fn in ADAPTIVE_MAX or fn in MEAN:
+        return _pooling(node, lip, dependent)
     name = getattr(fn, "__name__", fn)
     raise UnsupportedLayerError(
         f"no Lipschitz rule for the operation {name!r} in {node.format_node()}. Use a module "
@@ -144,6 +150,30 @@ def _rearrange(node: fx.Node, lip: Lip, dependent: list[fx.Node]) -> float:
             raise UnsupportedLayerError(f"{node.format_node()}: only basic slicing is certified (advanced "
                                         "indexing may repeat entries)")
     return lip(source)
+
+
+def _pooling(node: fx.Node, lip: Lip, dependent: list[fx.Node]) -> float:
+    """F.adaptive_{avg,max}_pool{1,2,3}d(x, size) and x.mean(dims) / torch.mean(x, dims): the
+    exact constants of pooling.py, every argument read."""
+    x, fn = node.args[0], node.target
+    if len(dependent) != 1 or dependent[0] is not x:
+        raise UnsupportedLayerError(f"{node.format_node()}: only the pooled tensor may depend on the input")
+    shape = x.meta["lipkit_shape"][1:]  # one sample of the pooled tensor
+    options = dict(zip(("dim", "keepdim") if fn in MEAN else ("output_size", "return_indices"), node.args[1:]))
+    options.update(node.kwargs)
+    allowed = {"dim", "keepdim"} if fn in MEAN else {"output_size", "return_indices"}
+    if set(options) - allowed or options.get("return_indices") or "output_size" not in options and fn not in MEAN:
+        raise UnsupportedLayerError(f"unsupported arguments in {node.format_node()} (read: {sorted(allowed)}; "
+                                    "return_indices=True is refused)")
+    try:
+        if fn in MEAN:
+            if "dim" not in options or options["dim"] is None:
+                raise ValueError("a mean over every dim includes the batch dimension and mixes samples")
+            return mean_constant(shape, options["dim"]) * lip(x)
+        constant = adaptive_avg_constant if fn in ADAPTIVE_AVG else adaptive_max_constant
+        return constant(tuple(shape[1:]), options["output_size"]) * lip(x)
+    except ValueError as err:
+        raise UnsupportedLayerError(f"{node.format_node()}: {err}") from None
 
 
 def _activation(node: fx.Node, lip: Lip, dependent: list[fx.Node]) -> float:

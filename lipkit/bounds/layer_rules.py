@@ -22,6 +22,7 @@ import torch.nn.functional as F
 
 from ..norms.measure import operator_norm
 from ..norms.operators import BATCHNORM, CONV, CONV_TRANSPOSE, IDENTITY_LIKE
+from .pooling import adaptive_avg_constant, adaptive_max_constant
 
 
 class UnsupportedLayerError(TypeError):
@@ -113,6 +114,22 @@ layer_bound.register(nn.GELU)(_constant(1.1290, "gelu, max f' = 1.1290"))
 layer_bound.register(nn.Softmax)(_constant(1.0, "softmax is 1-Lipschitz"))
 for _cls in (*IDENTITY_LIKE, nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d):
     layer_bound.register(_cls)(_constant(1.0, "identity (eval)"))
+
+
+@layer_bound.register(nn.AdaptiveAvgPool1d)
+@layer_bound.register(nn.AdaptiveAvgPool2d)
+@layer_bound.register(nn.AdaptiveAvgPool3d)
+def _adaptive_avg(layer, input_shape, method):
+    return LayerRule(adaptive_avg_constant(tuple(input_shape[1:]), layer.output_size), "exact (separable average)")
+
+
+@layer_bound.register(nn.AdaptiveMaxPool1d)
+@layer_bound.register(nn.AdaptiveMaxPool2d)
+@layer_bound.register(nn.AdaptiveMaxPool3d)
+def _adaptive_max(layer, input_shape, method):
+    if layer.return_indices:
+        raise UnsupportedLayerError(f"{layer}: return_indices=True returns indices, which have no Lipschitz bound")
+    return LayerRule(adaptive_max_constant(tuple(input_shape[1:]), layer.output_size), "max pool, sqrt(window overlap)")
 
 
 @layer_bound.register(nn.LeakyReLU)

@@ -148,6 +148,9 @@ def lipschitz_bound(model: nn.Module, input_shape, method: str = "gram") -> Lips
                     _ShapeRecorder(gm, key).run(probe)
                 except ValueError as err:
                     raise ValueError(f"input_shape {shape}: {err}") from None
+            _walk(gm, method, problems := [])  # every refusal first, in one error, before any norm
+            if problems:
+                raise UnsupportedLayerError(_unsupported_message(type(model).__name__, problems))
             return _walk(gm, method)
     finally:
         for m, training in modes.items():
@@ -164,7 +167,9 @@ def _sample_shape(node: fx.Node) -> tuple[int, ...] | None:
     return a[1:]
 
 
-def _walk(gm: fx.GraphModule, method: str) -> LipschitzBound:
+def _walk(gm: fx.GraphModule, method: str, problems: list[tuple[str, str]] | None = None) -> LipschitzBound:
+    """The bound, node by node. With `problems` (a list): a dry run that computes no layer norm
+    (each layer counts as 1) and collects every refusal as (layer type or "", message)."""
     lip: dict[fx.Node, float | None] = {}  # None: not a tensor that depends on the input
     rows: list[LayerRow] = []
     modules = dict(gm.named_modules())
@@ -178,16 +183,54 @@ def _walk(gm: fx.GraphModule, method: str) -> LipschitzBound:
             if not isinstance(out, fx.Node) or lip.get(out) is None:
                 raise ValueError("lipschitz_bound needs a model returning one tensor")
             return LipschitzBound(float(lip[out]), rows, method)
+        elif node.op == "call_module" and problems is not None:
+            _check_module(node, modules[node.target], lip, problems)
         elif node.op == "call_module":
             rows += _module_rule(node, modules[node.target], lip, method)
         else:
-            if "lipkit_shape" in node.meta:
-                _sample_shape(node)  # refuses values that mix the samples of a batch
-            lip[node] = function_rule(node, lip.get)
-            target = in_place_target(node)
-            if target is not None:
-                write_in_place(node, target, lip)
+            try:
+                if "lipkit_shape" in node.meta:
+                    _sample_shape(node)  # refuses values that mix the samples of a batch
+                lip[node] = function_rule(node, lip.get)
+                target = in_place_target(node)
+                if target is not None:
+                    write_in_place(node, target, lip)
+            except UnsupportedLayerError as err:  # (a batch-mixing ValueError stops at once)
+                if problems is None:
+                    raise
+                problems.append(("", str(err)))
+                lip[node] = 1.0  # carry on as if it were bounded, to find the next problem
     raise AssertionError("traced graph has no output node")
+
+
+def _check_module(node: fx.Node, layer: nn.Module, lip: dict, problems: list[tuple[str, str]]) -> None:
+    """Dry run of _module_rule: is there a rule for this layer (no norm computed)?"""
+    dependent = [n for n in operand_nodes(node) if lip.get(n) is not None]
+    lip[node] = 1.0 if dependent else None
+    if len(dependent) > 1:
+        problems.append(("", f"layer {node.target!r} ({type(layer).__name__}) takes {len(dependent)} "
+                             "input-dependent arguments"))
+    elif dependent and not has_layer_bound(type(layer)):
+        problems.append((type(layer).__name__, node.target))
+
+
+def _unsupported_message(model: str, problems: list[tuple[str, str]]) -> str:
+    """One error for every unsupported layer type (with the layers using it) and operation."""
+    kinds: dict[str, list[str]] = {}
+    for kind, where in problems:
+        if kind:
+            kinds.setdefault(kind, []).append(where)
+    lines = [f"{kind} (layer{'s' if len(names) > 1 else ''} {', '.join(map(repr, names[:3]))}"
+             f"{f' and {len(names) - 3} more' if len(names) > 3 else ''})" for kind, names in kinds.items()]
+    lines += [message for kind, message in problems if not kind]
+    hint = ""
+    if kinds:
+        first = next(iter(kinds))
+        hint = (f"\nRegister a bound for each layer type (lipkit.register_layer_bound), e.g.\n"
+                f"    @lipkit.register_layer_bound({first})\n    def _(layer, input_shape, method):\n"
+                "        return lipkit.LayerRule(bound=..., how='...')")
+    return (f"{model} cannot be bounded; found before computing any norm, {len(lines)} problem"
+            f"{'s' if len(lines) > 1 else ''}:\n  " + "\n  ".join(lines) + hint)
 
 
 def _module_rule(node: fx.Node, layer: nn.Module, lip: dict, method: str) -> list[LayerRow]:

@@ -182,5 +182,5 @@ def test_an_unsupported_model_fails_fast_naming_every_problem(monkeypatch):
         lk.lipschitz_bound(model, (3,))
     assert time.perf_counter() - began < 1.0 and computed == []
     message = str(info.value)
-    assert "3 problems" in message and "LayerNorm (layers '1', '4')" in message and "GroupNorm (layer '3')" in message
+    assert "3 problems" in message and "LayerNorm (at '1', '4')" in message and "GroupNorm (at '3')" in message
     assert "mul" in message and "@lipkit.register_layer_bound(LayerNorm)" in message

@@ -113,9 +113,27 @@ def scale_and_divide(m, x):
     return 2.5 * (m.conv(x) / -0.5)
 
 
+def chunk_and_cat(m, x):
+    a, b = m.conv(x).chunk(2, dim=1)
+    return torch.cat([b, 3.0 * a, a], dim=1)
+
+
+def channel_split_shuffle(m, x):  # ShuffleNet v2: split, a branch, concat, channel shuffle
+    left, right = torch.split(m.conv(x), 1, dim=1)
+    y = torch.cat([left, m.one(x) - 2.0 * right], dim=1)
+    b, c, h, w = y.size()
+    return y.view(b, 2, c // 2, h, w).transpose(1, 2).contiguous().view(b, -1, h, w)
+
+
+def unbind_rows(m, x):
+    rows = m.conv(x).unbind(2)
+    return rows[0] + 2.0 * rows[5]
+
+
 FORMS = [add_alpha, sub_alpha, method_add_alpha, inplace_add_alpha, inplace_iadd, inplace_mul, global_context,
          broadcast_channels, broadcast_rows, broadcast_both, repeated_operand, repeated_in_cat, slices,
-         view_with_size, reshape_with_shape, flatten_residual, scale_and_divide]
+         view_with_size, reshape_with_shape, flatten_residual, scale_and_divide, chunk_and_cat, channel_split_shuffle,
+         unbind_rows]
 
 
 @pytest.mark.parametrize("form", FORMS, ids=[f.__name__ for f in FORMS])

@@ -45,12 +45,16 @@ SHAPE_QUERIES = {"size", "dim", "numel", "ndimension", builtins.len}  # and geta
 ACTIVATIONS = {  # elementwise functions and their Lipschitz constants (None: read the arguments)
     F.relu: 1.0, torch.relu: 1.0, "relu": 1.0, "relu_": 1.0, torch.tanh: 1.0, "tanh": 1.0, F.tanh: 1.0,
     torch.sigmoid: 0.25, "sigmoid": 0.25, F.sigmoid: 0.25, F.elu: None, F.leaky_relu: None,
-    F.gelu: 1.1290, F.silu: 1.0998, F.softplus: 1.0, F.hardtanh: 1.0, F.relu6: 1.0,
+    F.gelu: 1.1290, F.silu: 1.0998, F.softplus: 1.0, F.hardtanh: 1.0, F.relu6: 1.0, F.hardswish: 1.5,
+    F.hardsigmoid: 1 / 6,
 }
 CAT = {torch.cat, torch.stack, torch.concat}
 ADAPTIVE_AVG = {F.adaptive_avg_pool1d, F.adaptive_avg_pool2d, F.adaptive_avg_pool3d}
 ADAPTIVE_MAX = {F.adaptive_max_pool1d, F.adaptive_max_pool2d, F.adaptive_max_pool3d}
 MEAN = {torch.mean, "mean"}
+# Ops returning a tuple of pieces of one tensor (ShuffleNet's channel split): each piece keeps
+# some entries of its source, never repeats one, so each has the source's constant.
+SPLITS = {torch.chunk, torch.split, torch.unbind, torch.tensor_split, "chunk", "split", "unbind", "tensor_split"}
 
 
 def operand_nodes(node: fx.Node) -> list[fx.Node]:
@@ -86,6 +90,10 @@ def function_rule(node: fx.Node, lip: Lip) -> float | None:
     if not dependent or is_shape_query(node):
         return None  # constants, sizes and shapes do not depend on the input's values
     fn = node.target
+    if fn in SPLITS:
+        if len(dependent) != 1 or dependent[0] is not node.args[0]:
+            raise UnsupportedLayerError(f"{node.format_node()}: only the split tensor may depend on the input")
+        return lip(node.args[0])
     if "lipkit_shape" not in node.meta:  # not a tensor: only an element of a tuple of tensors is understood
         raise UnsupportedLayerError(f"unsupported operation {node.format_node()}")
     if fn in ADD or fn in SUB:
@@ -133,9 +141,14 @@ def _scale(node: fx.Node, lip: Lip, dependent: list[fx.Node]) -> float:
             return abs(float(c)) * lip(dependent[0])
         if node.target in DIV and isinstance(a, fx.Node) and isinstance(b, (int, float)) and b != 0:
             return lip(a) / abs(float(b))
+    if len(dependent) > 1:
+        raise UnsupportedLayerError(
+            f"{node.format_node()}: a product of two input-dependent tensors (squeeze-and-excitation, gating) has "
+            "no global Lipschitz constant (its slope grows with the input), so no product of layer bounds "
+            "certifies it; register a bound for the block (lipkit.register_layer_bound) if your inputs are bounded")
     raise UnsupportedLayerError(
-        f"{node.format_node()}: only scaling by a Python number is certified (a product of two tensors, "
-        "or a scale that is a tensor, is not Lipschitz-bounded by this rule)")
+        f"{node.format_node()}: only scaling by a Python number is certified (a scale held in a tensor is not "
+        "read by this rule)")
 
 
 def _rearrange(node: fx.Node, lip: Lip, dependent: list[fx.Node]) -> float:

@@ -112,6 +112,8 @@ layer_bound.register(nn.Sigmoid)(_constant(0.25, "sigmoid, |f'| <= 1/4"))
 layer_bound.register(nn.SiLU)(_constant(1.0998, "silu, max f' = 1.0998"))
 layer_bound.register(nn.GELU)(_constant(1.1290, "gelu, max f' = 1.1290"))
 layer_bound.register(nn.Softmax)(_constant(1.0, "softmax is 1-Lipschitz"))
+layer_bound.register(nn.Hardswish)(_constant(1.5, "hardswish, max f' = 1.5 (x = 3)"))
+layer_bound.register(nn.Hardsigmoid)(_constant(1 / 6, "hardsigmoid, |f'| <= 1/6"))
 for _cls in (*IDENTITY_LIKE, nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d):
     layer_bound.register(_cls)(_constant(1.0, "identity (eval)"))
 

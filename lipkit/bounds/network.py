@@ -28,7 +28,7 @@ from ..norms.measure import spectral_norm
 from ..norms.operators import CONV_TRANSPOSE, as_input_shape
 from ..train_mode import MODE_DEPENDENT, describe, layers_in_train_mode
 from .function_rules import function_rule, in_place_target, operand_nodes, write_in_place
-from .layer_rules import UnsupportedLayerError, has_layer_bound, layer_bound
+from .layer_rules import LayerRule, UnsupportedLayerError, has_layer_bound, layer_bound
 
 BOUND_METHODS = ("gram", "exact")
 # The graph is probed at two batch sizes: a value whose leading dim does not follow the
@@ -198,7 +198,7 @@ def _walk(gm: fx.GraphModule, method: str, problems: list[tuple[str, str]] | Non
             except UnsupportedLayerError as err:  # (a batch-mixing ValueError stops at once)
                 if problems is None:
                     raise
-                problems.append(("", str(err)))
+                problems.append((_operation_problem(node, err), node.name))
                 lip[node] = 1.0  # carry on as if it were bounded, to find the next problem
     raise AssertionError("traced graph has no output node")
 
@@ -208,26 +208,30 @@ def _check_module(node: fx.Node, layer: nn.Module, lip: dict, problems: list[tup
     dependent = [n for n in operand_nodes(node) if lip.get(n) is not None]
     lip[node] = 1.0 if dependent else None
     if len(dependent) > 1:
-        problems.append(("", f"layer {node.target!r} ({type(layer).__name__}) takes {len(dependent)} "
-                             "input-dependent arguments"))
+        problems.append((f"{type(layer).__name__} called with several input-dependent arguments", node.target))
     elif dependent and not has_layer_bound(type(layer)):
         problems.append((type(layer).__name__, node.target))
 
 
+def _operation_problem(node: fx.Node, err: Exception) -> str:
+    """What is wrong with an operation, without the node's own name (so repeats group)."""
+    name = getattr(node.target, "__name__", node.target)
+    reason = str(err).replace(node.format_node(), "").replace(" in .", ".").strip(" :.;")
+    return f"operation {name}: {reason}"
+
+
 def _unsupported_message(model: str, problems: list[tuple[str, str]]) -> str:
-    """One error for every unsupported layer type (with the layers using it) and operation."""
-    kinds: dict[str, list[str]] = {}
-    for kind, where in problems:
-        if kind:
-            kinds.setdefault(kind, []).append(where)
-    lines = [f"{kind} (layer{'s' if len(names) > 1 else ''} {', '.join(map(repr, names[:3]))}"
-             f"{f' and {len(names) - 3} more' if len(names) > 3 else ''})" for kind, names in kinds.items()]
-    lines += [message for kind, message in problems if not kind]
+    """One error: every unsupported layer type or operation once, with where it is used."""
+    where: dict[str, list[str]] = {}
+    for kind, name in problems:
+        where.setdefault(kind, []).append(name)
+    lines = [f"{kind} (at {', '.join(map(repr, names[:3]))}{f' and {len(names) - 3} more' if len(names) > 3 else ''})"
+             for kind, names in where.items()]
+    layers = [kind for kind in where if not kind.startswith("operation ") and " " not in kind]
     hint = ""
-    if kinds:
-        first = next(iter(kinds))
+    if layers:
         hint = (f"\nRegister a bound for each layer type (lipkit.register_layer_bound), e.g.\n"
-                f"    @lipkit.register_layer_bound({first})\n    def _(layer, input_shape, method):\n"
+                f"    @lipkit.register_layer_bound({layers[0]})\n    def _(layer, input_shape, method):\n"
                 "        return lipkit.LayerRule(bound=..., how='...')")
     return (f"{model} cannot be bounded; found before computing any norm, {len(lines)} problem"
             f"{'s' if len(lines) > 1 else ''}:\n  " + "\n  ".join(lines) + hint)
@@ -246,19 +250,19 @@ def _module_rule(node: fx.Node, layer: nn.Module, lip: dict, method: str) -> lis
     in_shape = _sample_shape(dependent[0])
     rule = layer_bound(layer, in_shape, method)
     lip[node] = rule.bound * lip[dependent[0]]
-    if getattr(layer, "inplace", False):  # nn.ReLU(inplace=True) and the like write into their input
-        if rule.bound > 1:
-            raise UnsupportedLayerError(f"layer {node.target!r} ({layer}) writes into its input with a constant "
-                                        f"{rule.bound:.4g} > 1; use inplace=False")
-        # an elementwise map with constant <= 1: every bound held for the input stays valid
-    return [LayerRow(node.target, type(layer).__name__, in_shape, rule.bound, rule.how, _reshaped_sigma(layer),
+    if getattr(layer, "inplace", False) and rule.bound > 1:  # nn.Hardswish(inplace=True) writes into its input:
+        write_in_place(node, dependent[0], lip)  # later reads get its constant (or refused if the input has views)
+    # (an elementwise map with constant <= 1 in place: every bound held for the input stays valid)
+    return [LayerRow(node.target, type(layer).__name__, in_shape, rule.bound, rule.how, _reshaped_sigma(layer, rule),
                      lip[node])]
 
 
-def _reshaped_sigma(layer: nn.Module) -> float | None:
+def _reshaped_sigma(layer: nn.Module, rule: LayerRule) -> float | None:
     w = getattr(layer, "weight", None)
     if not isinstance(w, torch.Tensor) or w.dim() < 2:
         return None
+    if isinstance(layer, nn.Linear) and rule.how.startswith("exact"):
+        return rule.bound  # the same matrix's exact norm: a second SVD of a 4096x25088 weight took minutes
     return float(spectral_norm(w.detach(), dim=1 if isinstance(layer, CONV_TRANSPOSE) else 0))
 
 

@@ -172,16 +172,15 @@ def _pooling(node: fx.Node, lip: Lip, dependent: list[fx.Node]) -> float:
     if len(dependent) != 1 or dependent[0] is not x:
         raise UnsupportedLayerError(f"{node.format_node()}: only the pooled tensor may depend on the input")
     shape = x.meta["lipkit_shape"][1:]  # one sample of the pooled tensor
-    options = dict(zip(("dim", "keepdim") if fn in MEAN else ("output_size", "return_indices"), node.args[1:]))
-    options.update(node.kwargs)
-    allowed = {"dim", "keepdim"} if fn in MEAN else {"output_size", "return_indices"}
-    if set(options) - allowed or options.get("return_indices") or "output_size" not in options and fn not in MEAN:
-        raise UnsupportedLayerError(f"unsupported arguments in {node.format_node()} (read: {sorted(allowed)}; "
-                                    "return_indices=True is refused)")
+    names = ("dim", "keepdim") if fn in MEAN else ("output_size", "return_indices")
+    options = {**dict(zip(names, node.args[1:])), **node.kwargs}
+    if len(node.args) > 1 + len(names) or set(options) - set(names) or options.get("return_indices") \
+            or options.get(names[0]) is None:
+        raise UnsupportedLayerError(f"unsupported arguments in {node.format_node()}: read are {list(names)}, "
+                                    f"{names[0]} must be given (a mean over every dim mixes the batch), "
+                                    "return_indices=True is refused")
     try:
         if fn in MEAN:
-            if "dim" not in options or options["dim"] is None:
-                raise ValueError("a mean over every dim includes the batch dimension and mixes samples")
             return mean_constant(shape, options["dim"]) * lip(x)
         constant = adaptive_avg_constant if fn in ADAPTIVE_AVG else adaptive_max_constant
         return constant(tuple(shape[1:]), options["output_size"]) * lip(x)

@@ -11,7 +11,7 @@ import torch
 import torch.nn as nn
 
 from ..bounds import BOUND_METHODS, lipschitz_bound, lipschitz_lower_bound
-from .values import count_at_least
+from .values import count_at_least, parse_shape
 
 
 def load_model(target: str) -> nn.Module:
@@ -77,18 +77,6 @@ def _run_critic(state: dict) -> nn.Module:
     gan = GanTask(GanConfig(**{**state["config"], "device": "cpu"}))
     gan.load_state_dict(state["task"])
     return gan.critic
-
-
-def parse_shape(text: str) -> tuple[int, ...]:
-    try:
-        shape = tuple(int(s) for s in text.split(","))
-    except ValueError:
-        shape = ()
-    if not shape or any(s <= 0 for s in shape):
-        raise argparse.ArgumentTypeError(
-            f"{text!r} is not a shape: give positive integers separated by commas, e.g. 3,32,32"
-        )
-    return shape
 
 
 def cmd_bound(args: argparse.Namespace) -> int:

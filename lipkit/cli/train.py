@@ -15,15 +15,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-
-def parse_pair(text: str) -> tuple[float, float]:
-    try:
-        pair = tuple(float(s) for s in text.split(","))
-    except ValueError:
-        pair = ()
-    if len(pair) != 2:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a pair: give two numbers, e.g. 0,0.9")
-    return pair  # type: ignore[return-value]
+from .values import parse_floats, parse_ints, parse_lams, parse_names, parse_pair
 
 
 def add_config_arguments(parser: argparse.ArgumentParser, cls: type, skip: tuple[str, ...] = ()) -> None:
@@ -94,16 +86,6 @@ def cmd_train_gan(args: argparse.Namespace) -> int:
     return 0
 
 
-def parse_floats(text: str) -> tuple[float, ...]:
-    try:
-        values = tuple(float(s) for s in text.split(","))
-    except ValueError:
-        values = ()
-    if not values:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a list of numbers: e.g. 0.1,0.25,0.5")
-    return values
-
-
 def _clf_config(args: argparse.Namespace) -> Any:
     """ClfConfig from the flags; --epochs E becomes --steps (E passes over the training set)."""
     from ..train.clf_config import ClfConfig, steps_for_epochs
@@ -124,25 +106,6 @@ def cmd_train_clf(args: argparse.Namespace) -> int:
     final = ", ".join(f"{k}={v:.4g}" for k, v in summary["final"].items() if isinstance(v, float))
     print(f"done: {summary['steps']} steps in {config.out}; final: {final}")
     return 0
-
-
-def parse_names(text: str) -> list[str]:
-    return [name.strip() for name in text.split(",")]
-
-
-def parse_ints(text: str) -> list[int]:
-    try:
-        return [int(s) for s in text.split(",")]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a list of integers: e.g. 0,1,2") from None
-
-
-def parse_lams(text: str) -> dict[str, float]:
-    try:
-        pairs = [item.split("=") for item in text.split(",")]
-        return {name.strip(): float(value) for name, value in pairs}
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r}: give REG=LAMBDA pairs, e.g. l2=1e-4,snr=0.01") from None
 
 
 def cmd_compare_clf(args: argparse.Namespace) -> int:

@@ -1,5 +1,6 @@
-"""argparse types that refuse a bad number where it is typed: `--samples -5` is a one-line
-usage error naming the flag's value and the allowed range, never a silent skip."""
+"""The command line's value types, in one place: each argparse type refuses a bad value where
+it is typed (`--samples -5`, `--seeds a,b` are one-line usage errors naming the value and
+what is allowed, never a silent skip), and writable_file checks an output path up front."""
 from __future__ import annotations
 
 import argparse
@@ -34,3 +35,54 @@ def writable_file(path: str, flag: str) -> Path:
     except OSError as err:
         raise ValueError(f"{flag} {path}: cannot create its folder {target.parent} ({err.strerror})") from None
     return target
+
+
+def parse_pair(text: str) -> tuple[float, float]:
+    try:
+        pair = tuple(float(s) for s in text.split(","))
+    except ValueError:
+        pair = ()
+    if len(pair) != 2:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a pair: give two numbers, e.g. 0,0.9")
+    return pair  # type: ignore[return-value]
+
+
+def parse_floats(text: str) -> tuple[float, ...]:
+    try:
+        values = tuple(float(s) for s in text.split(","))
+    except ValueError:
+        values = ()
+    if not values:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a list of numbers: e.g. 0.1,0.25,0.5")
+    return values
+
+
+def parse_names(text: str) -> list[str]:
+    return [name.strip() for name in text.split(",")]
+
+
+def parse_ints(text: str) -> list[int]:
+    try:
+        return [int(s) for s in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a list of integers: e.g. 0,1,2") from None
+
+
+def parse_lams(text: str) -> dict[str, float]:
+    try:
+        pairs = [item.split("=") for item in text.split(",")]
+        return {name.strip(): float(value) for name, value in pairs}
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: give REG=LAMBDA pairs, e.g. l2=1e-4,snr=0.01") from None
+
+
+def parse_shape(text: str) -> tuple[int, ...]:
+    try:
+        shape = tuple(int(s) for s in text.split(","))
+    except ValueError:
+        shape = ()
+    if not shape or any(s <= 0 for s in shape):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a shape: give positive integers separated by commas, e.g. 3,32,32"
+        )
+    return shape

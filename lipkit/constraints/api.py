@@ -20,7 +20,7 @@ import torch.nn as nn
 from torch.nn.utils import parametrize
 
 from ..where import Where, select
-from .base import Constraint
+from .base import Constraint, check_finite
 from .options import build_constraint, resolve_options, supported_layers
 
 PROJECTIONS = "lipkit_projections"  # attribute holding project-mode constraints on a layer
@@ -224,10 +224,8 @@ def _check_real_weight(name: str, layer: nn.Module) -> None:
     if not dtype.is_floating_point:
         raise ValueError(f"layer {name!r} ({type(layer).__name__}) has a {dtype} weight; lk.constrain needs real "
                          "floating-point weights (float16, bfloat16, float32 or float64)")
-    bad = int((~torch.isfinite(layer.weight.detach())).sum())
-    if bad:
-        raise ValueError(f"layer {name!r} ({type(layer).__name__}) has {bad} non-finite (NaN/inf) weight entries; "
-                         "constraining it would give NaN outputs: reinitialize or reload the layer first")
+    check_finite(layer.weight.detach(), f"layer {name!r} ({type(layer).__name__})'s weight",
+                 "constraining it would give NaN outputs: reinitialize or reload the layer first")
 
 
 def _check_unconstrained(name: str, layer: nn.Module) -> None:

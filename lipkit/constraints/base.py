@@ -158,15 +158,16 @@ class NonFiniteWeightError(ValueError):
     meaningless. Raised where the norm is recomputed (once per weight update), not per forward."""
 
 
-def check_finite(w: Tensor) -> None:
+def check_finite(w: Tensor, what: str = "", fix: str = "") -> None:
     """NonFiniteWeightError if w holds NaN / inf. One host sync, paid once per weight update
-    beside the refresh's own linear algebra; without it a NaN weight gave NaN outputs in silence
-    (operator='conv') or an eigh 'failed to converge' error (reshape)."""
+    beside the refresh's own linear algebra (and once at lk.constrain); without it a NaN weight
+    gave NaN outputs in silence (operator='conv') or an eigh 'failed to converge' error (reshape)."""
     bad = int((~torch.isfinite(w)).sum())
     if bad:
         raise NonFiniteWeightError(
-            f"a constrained {tuple(w.shape)} weight has {bad} non-finite (NaN/inf) entr{'y' if bad == 1 else 'ies'}: "
-            "training diverged (learning rate too high?) or the weights were loaded broken; reload a good checkpoint")
+            f"{what or f'a constrained {tuple(w.shape)} weight'} has {bad} non-finite (NaN/inf) "
+            f"entr{'y' if bad == 1 else 'ies'}: " + (fix or "training diverged (learning rate too high?) or the "
+                                                    "weights were loaded broken; reload a good checkpoint"))
 
 
 def cached_homogeneous(module: nn.Module, raw: Tensor, w: Tensor, bound_fn) -> Tensor:

@@ -490,6 +490,23 @@ def test_conv_state_round_trips_in_both_directions() -> None:
     torch.testing.assert_close(unseen.eval()(x), seen.eval()(x))
 
 
+def test_conv_checkpoint_from_before_the_carried_vectors_loads() -> None:
+    """A checkpoint saved before freq_vectors / runner_vectors existed loads strictly: the
+    next refresh starts without them and still finds the top pair."""
+    model = lc.constrain(make_critic(), "spectral", operator="conv")
+    x = torch.randn(2, *INPUT_SHAPE)
+    model(x)
+    old = {k: v for k, v in model.state_dict().items() if not k.endswith(("freq_vectors", "runner_vectors"))}
+    fresh = lc.constrain(make_critic(seed=3), "spectral", operator="conv")
+    fresh.load_state_dict(old)
+    torch.testing.assert_close(fresh.eval()(x), model.eval()(x))
+    with torch.no_grad():
+        fresh[0].parametrizations.weight.original.add_(0.01)
+    fresh.train()(x)
+    conv = lc.export(fresh)[0]
+    assert operator_norm(conv, INPUT_SHAPE, "exact") <= 1 + 1e-3
+
+
 def test_training_forward_under_inference_mode() -> None:
     """A training-mode forward in torch.inference_mode() after an update still refreshes: its
     power-iteration vectors move, exactly as the same forward outside inference mode moves a

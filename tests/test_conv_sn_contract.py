@@ -72,22 +72,7 @@ def train_and_measure(name: str, variant: str, bound: float, seed: int = 0) -> t
     return before, after
 
 
-# Where the uncertified conv estimate still lags (issue 11 stays open for these), measured as
-# norm / bound - 1 after training at lipkit's defaults: strict, so a fix that makes one pass
-# turns this red and its mark must go.
-LAGGING = {
-    ("conv3d", "conv", 1.0): "Conv3d at 2x6x6x6: 2.5e-3 over",
-    ("conv3d", "conv", 2.5): "Conv3d at 2x6x6x6: 1.7e-3 over",
-    ("reflect", "conv", 1.0): "reflect padding: 2.0e-3 over (its top modes sit in the corners)",
-    ("reflect", "conv", 2.5): "reflect padding: 2.4e-3 over (its top modes sit in the corners)",
-    ("replicate", "conv", 1.0): "replicate padding: 4.2e-3 over (its top modes sit in the corners)",
-    ("replicate", "conv", 2.5): "replicate padding: 2.3e-3 over (its top modes sit in the corners)",
-}
-CASES = [
-    pytest.param(name, variant, bound, marks=pytest.mark.xfail(reason=LAGGING[name, variant, bound], strict=True))
-    if (name, variant, bound) in LAGGING else (name, variant, bound)
-    for name in GEOMETRIES for variant in VARIANTS for bound in (1.0, 2.5)
-]
+CASES = [(name, variant, bound) for name in GEOMETRIES for variant in VARIANTS for bound in (1.0, 2.5)]
 
 
 @pytest.mark.parametrize(("name", "variant", "bound"), CASES)

@@ -6,7 +6,9 @@ norm of the linear map the layer computes at the input shape it is fed (ConvGeom
 
 certified=False (default): sigma = <u, conv_W(v)> for a top singular pair (u, v) found
 once per weight update by Rayleigh-Ritz on a block Krylov space (norms/krylov.py) that
-holds the previous v and the top modes of the conv's frequency symbol (norms/conv_modes.py).
+holds the previous v, the next Ritz vectors of the previous refresh (runners-up: an update
+can swap nearly equal top modes) and the top modes of the conv's frequency symbol
+(norms/conv_modes.py).
 Plain power iteration (one step per update, SN-GAN's scheme) is NOT enough here: a conv's
 top spectrum is dense and a step can move the top to another frequency, and the true norm
 then ran 38% above the bound (issue 11; benchmarks/sn_conv_lag.py). The estimate is from
@@ -46,7 +48,16 @@ from .base import (
 )
 from .spectral import GRAM_ITER
 
-MODE_COUNT = 4  # symbol frequencies whose top modes join every refresh (measured: 2 lagged 10x more)
+MODE_COUNT = 3  # symbol frequencies whose top modes join every refresh (measured: 2 left groups2 3e-3 over)
+# The next Ritz vectors after v, carried to the next refresh beside it: when the top is one of
+# several nearly equal modes (reflect / replicate padding's corner modes, Conv3d's many close
+# frequencies) an update can swap them, and the new top is then already in the space. Measured
+# over 5 seeds x 12 geometries: none 2e-3..4e-3 over the bound (reflect, replicate, Conv3d),
+# 2 carried 2.5e-3, 4 carried 2.0e-3 (one replicate seed), 6 carried <= 2.5e-5 everywhere
+# (with MODE_COUNT 3; bigger layers at 16x16 <= 7e-6).
+RUNNERS_UP = 6
+# Refresh state beyond u, v, saved with them; a checkpoint from before one existed still loads
+CARRIED = ("freq_vectors", "runner_vectors")
 WARMUP_DEPTH = 4  # Krylov depth of each warm-up round
 WARMUP_ROUNDS = 50  # at most this many rounds; each keeps the best vector so far
 
@@ -87,6 +98,7 @@ class ConvSpectralNormalization(Constraint):
         # Every symbol frequency's top right singular vector (rank_modes; a complex tensor's
         # real view), carried from update to update like u and v, and saved with them.
         self.register_buffer("freq_vectors", empty.new_zeros(0, 0, 2))
+        self.register_buffer("runner_vectors", empty.clone())  # RUNNERS_UP x input shape
         self._grid = None
         self._shape: tuple[int, ...] | None = None
         self._plan: tuple[list[list[int]], float, tuple[int, ...]] | None = None  # bound_pieces
@@ -129,6 +141,7 @@ class ConvSpectralNormalization(Constraint):
         self._plan = bound_pieces(self.geometry, shape, self.weight_shape[2:])
         self._grid = mode_grid(self.geometry, shape, self.weight_shape)
         self.freq_vectors = self.freq_vectors.new_zeros(0, 0, 2)
+        self.runner_vectors = self.runner_vectors.new_zeros(0)
         self.watch.reset()  # vectors or cached bound gradient belong to the old shape
         self._eval_cache = None
         if not self.certified:
@@ -143,6 +156,7 @@ class ConvSpectralNormalization(Constraint):
         self.sigma_grad = self.sigma_grad.new_zeros(0)
         self._shape = self._plan = self._grid = None
         self.freq_vectors = self.freq_vectors.new_zeros(0, 0, 2)
+        self.runner_vectors = self.runner_vectors.new_zeros(0)
         self.watch.reset()
 
     def set_input_shape(self, shape: tuple[int, ...], raw: Tensor) -> None:
@@ -178,10 +192,11 @@ class ConvSpectralNormalization(Constraint):
             (grad,) = torch.autograd.grad((u[None] * self.geometry.forward(v[None], w)).sum(), w)
         return grad
 
-    def _top_pair(self, w: Tensor, depth: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        """(sigma, u, v, freq_vectors) for weight w: Rayleigh-Ritz over the stored v, the
-        symbol's top modes (ranked from the stored freq_vectors) and depth Krylov blocks.
-        No state change: the caller keeps or drops the results."""
+    def _top_pair(self, w: Tensor, depth: int) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+        """(sigma, u, v, freq_vectors, runner_vectors) for weight w: Rayleigh-Ritz over the
+        stored v and runner_vectors, the symbol's top modes (ranked from the stored
+        freq_vectors) and depth Krylov blocks. No state change: the caller keeps or drops
+        the results."""
         geometry, shape = self.geometry, self._shape
         check_finite(w)
         with torch.inference_mode(False), torch.no_grad():  # new vectors: normal tensors
@@ -190,14 +205,19 @@ class ConvSpectralNormalization(Constraint):
             modes = mode_vectors(self._grid, freqs, amps, w.dtype)
             if geometry.transposed:  # the modes live in the layer's output space
                 modes = geometry.adjoint(modes, w, shape)
-            start = torch.cat([as_dtype(self.v, w.dtype)[None], modes])
-            sigma, u, v = krylov_top_pair(lambda x: geometry.forward(x, w),
-                                          lambda y: geometry.adjoint(y, w, shape), start, depth)
-        return sigma, u, v, torch.view_as_real(freq_vectors).to(self.freq_vectors.dtype)
+            carried = [as_dtype(self.v, w.dtype)[None]]
+            if self.runner_vectors.numel():
+                carried.append(as_dtype(self.runner_vectors, w.dtype))
+            sigma, u, v, runners = krylov_top_pair(
+                lambda x: geometry.forward(x, w), lambda y: geometry.adjoint(y, w, shape),
+                torch.cat([*carried, modes]), depth, RUNNERS_UP,
+            )
+        freq_vectors = torch.view_as_real(freq_vectors).to(self.freq_vectors.dtype)
+        return sigma, u, v, freq_vectors, as_dtype(runners, self.runner_vectors.dtype)
 
     def _refresh(self, w: Tensor, depth: int) -> Tensor:
         """Bring u, v and freq_vectors up to date for weight w (rebinding them); returns sigma."""
-        sigma, u, v, self.freq_vectors = self._top_pair(w, depth)
+        sigma, u, v, self.freq_vectors, self.runner_vectors = self._top_pair(w, depth)
         self.set_vectors(u, v)
         return sigma
 
@@ -245,14 +265,16 @@ class ConvSpectralNormalization(Constraint):
             shape = tuple(int(s) for s in saved.tolist())
             if shape != (self._shape or ()):
                 self._allocate(shape) if shape else self._forget_shape()
-        if prefix + "freq_vectors" in state_dict:  # sized by the checkpoint too
-            self.freq_vectors = self.freq_vectors.new_empty(state_dict[prefix + "freq_vectors"].shape)
+        for name in CARRIED:  # sized by the checkpoint too
+            if prefix + name in state_dict:
+                setattr(self, name, getattr(self, name).new_empty(state_dict[prefix + name].shape))
         super()._load_from_state_dict(
             state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
         )
-        if prefix + "freq_vectors" in missing_keys:  # a checkpoint from before they existed:
-            missing_keys.remove(prefix + "freq_vectors")  # rank from scratch at the next refresh
-            self.freq_vectors = self.freq_vectors.new_zeros(0, 0, 2)
+        for name in CARRIED:
+            if prefix + name in missing_keys:  # a checkpoint from before they existed:
+                missing_keys.remove(prefix + name)  # start without them at the next refresh
+                setattr(self, name, getattr(self, name).new_zeros((0, 0, 2) if name == "freq_vectors" else 0))
         if self._shape is not None and not self.certified:
             self.sigma_grad = self._sigma_grad(self.u, self.v)  # not saved: a function of the loaded u, v
 

@@ -25,7 +25,9 @@ def _orthonormal_rows(rows: Tensor) -> Tensor:
     return torch.linalg.qr(rows.T).Q.T
 
 
-def krylov_top_pair(forward: Map, adjoint: Map, start: Tensor, depth: int) -> tuple[Tensor, Tensor, Tensor]:
+def krylov_top_pair(
+    forward: Map, adjoint: Map, start: Tensor, depth: int, runners_up: int = 0
+) -> tuple[Tensor, ...]:
     """(sigma, u, v): the best unit v (and u = A v / sigma) in span{X, M X, ..., M^depth X},
     M = A^T A, X = `start` (k vectors, shape (k, *in_shape)). sigma = ||A v|| is never above
     the true top singular value and never below ||A x|| / ||x|| for any x in the space, so a
@@ -34,6 +36,10 @@ def krylov_top_pair(forward: Map, adjoint: Map, start: Tensor, depth: int) -> tu
     forward / adjoint map batches. Costs depth + 1 batched forwards and depth batched
     adjoints; the small Ritz problem is solved in float64 (the blocks are orthonormal within
     themselves, not across: the basis Gram is whitened, dropping dependent directions).
+
+    runners_up > 0 appends a 4th result: the next `runners_up` Ritz vectors (unit rows, shape
+    (runners_up, *in_shape), fewer if the space has fewer
+    dimensions), for a caller that carries them into the next start block.
     """
     in_shape = start.shape[1:]
     blocks, images = [_orthonormal_rows(start.flatten(1))], []
@@ -55,5 +61,10 @@ def krylov_top_pair(forward: Map, adjoint: Map, start: Tensor, depth: int) -> tu
     av = c @ a_basis
     sigma = torch.linalg.vector_norm(av)
     dtype = start.dtype
-    return sigma.to(dtype), (av / sigma.clamp_min(1e-300)).to(dtype).view(image.shape[1:]), \
-        (v / torch.linalg.vector_norm(v)).to(dtype).view(in_shape)
+    top = (sigma.to(dtype), (av / sigma.clamp_min(1e-300)).to(dtype).view(image.shape[1:]),
+           (v / torch.linalg.vector_norm(v)).to(dtype).view(in_shape))
+    if not runners_up:
+        return top
+    rest = (whiten @ ritz[:, -1 - runners_up:-1]).T @ basis  # fewer when the space is smaller
+    rest = rest / torch.linalg.vector_norm(rest, dim=1, keepdim=True).clamp_min(1e-300)
+    return (*top, rest.to(dtype).view(-1, *in_shape))

@@ -1,4 +1,6 @@
 """`lipkit bound`: every kind of TARGET, and clear errors for bad ones."""
+import math
+
 import pytest
 import torch
 import torch.nn as nn
@@ -28,6 +30,18 @@ def test_bound_on_saved_module_and_on_run_folder(tmp_path, capsys):
                   lower_bound_steps=1, image_metrics=False, certify=False, progress=False))
     assert main(["bound", str(run), "--input-shape", "2", "--samples", "2", "--steps", "2"]) == 0
     assert "ParametrizedLinear" in capsys.readouterr().out  # the constrained critic, rebuilt
+
+
+def test_bound_merges_consecutive_linear_layers_unless_told_not_to(tmp_path, capsys):
+    model = nn.Sequential(nn.Linear(3, 4), nn.Linear(4, 2))
+    torch.save(model, tmp_path / "m.pt")
+    merged = float(torch.linalg.svdvals((model[1].weight @ model[0].weight).detach())[0])
+    product = math.prod(float(torch.linalg.svdvals(m.weight.detach())[0]) for m in model)
+    assert main(["bound", str(tmp_path / "m.pt"), "--input-shape", "3", "--samples", "0"]) == 0
+    out = capsys.readouterr().out
+    assert f"{merged:.6g}" in out and "0+1" in out
+    assert main(["bound", str(tmp_path / "m.pt"), "--input-shape", "3", "--samples", "0", "--no-merge"]) == 0
+    assert f"{product:.6g}" in capsys.readouterr().out
 
 
 def test_bad_targets_and_shapes(capsys):

@@ -66,15 +66,22 @@ def has_layer_bound(cls: type) -> bool:
 @layer_bound.register(nn.AvgPool2d)
 @layer_bound.register(nn.AvgPool3d)
 def _linear_layer(layer, input_shape, method):
+    return linear_layer_rule(layer, input_shape, method)
+
+
+def linear_layer_rule(layer: nn.Module, input_shape: tuple[int, ...], method: str,
+                      weight: torch.Tensor | None = None) -> LayerRule:
+    """The rule of a Linear / conv / avg pooling layer; `weight` replaces layer.weight (a
+    BatchNorm folded into it: bounds/merges.py)."""
     if isinstance(layer, nn.Linear):
         # A dense matrix's exact norm (SVD) is cheap and as certified as any bound.
-        return LayerRule(operator_norm(layer, input_shape, "exact"), "exact (SVD)")
+        return LayerRule(operator_norm(layer, input_shape, "exact", weight=weight), "exact (SVD)")
     if method == "gram" and isinstance(layer, (*CONV, *CONV_TRANSPOSE)) and _small(layer, input_shape):
         # On small inputs the circular relaxation behind the Gram bound is loose (+10% at
         # 4x4, +50% at 2x2 for 3x3 kernels: benchmarks/bench_norms.py) while the exact
         # dense norm is cheap, and an exact norm is as certified as any bound.
         method = "exact"
-    value = operator_norm(layer, input_shape, method)
+    value = operator_norm(layer, input_shape, method, weight=weight)
     if isinstance(layer, (*CONV, *CONV_TRANSPOSE)):
         how = "exact operator norm" if method == "exact" else "Gram bound, true operator"
     else:

@@ -29,6 +29,7 @@ from ..norms.operators import CONV_TRANSPOSE, as_input_shape
 from ..train_mode import MODE_DEPENDENT, describe, layers_in_train_mode
 from .function_rules import function_rule, in_place_target, operand_nodes, write_in_place
 from .layer_rules import LayerRule, UnsupportedLayerError, has_layer_bound, layer_bound
+from .merges import chain_rule, linear_chains
 
 BOUND_METHODS = ("gram", "exact")
 # The graph is probed at two batch sizes: a value whose leading dim does not follow the
@@ -111,12 +112,15 @@ def _trace(model: nn.Module) -> fx.GraphModule:
     return fx.GraphModule(model, graph)
 
 
-def lipschitz_bound(model: nn.Module, input_shape, method: str = "gram") -> LipschitzBound:
+def lipschitz_bound(model: nn.Module, input_shape, method: str = "gram", *, merge: bool = True) -> LipschitzBound:
     """Certified upper bound on the Lipschitz constant of `model` (eval mode), l2 to l2.
 
     input_shape: one sample's shape, no batch dim, e.g. (3, 32, 32).
     method: "gram" (certified Gram-iteration bounds for convs: fast at any size) or
     "exact" (exact per-layer operator norms; dense SVD, limited to small shapes).
+    merge: bound runs of consecutive linear layers as one map (eval BatchNorm folded into
+    its conv / Linear, composites exact where small: bounds/merges.py); False multiplies
+    every layer's bound (the plain product, for comparison).
     Returns .upper and .layers (one row per layer, in call order; .table() prints them).
     """
     if method not in BOUND_METHODS:
@@ -151,7 +155,7 @@ def lipschitz_bound(model: nn.Module, input_shape, method: str = "gram") -> Lips
             _walk(gm, method, problems := [])  # every refusal first, in one error, before any norm
             if problems:
                 raise UnsupportedLayerError(_unsupported_message(type(model).__name__, problems))
-            return _walk(gm, method)
+            return _walk(gm, method, chains=linear_chains(gm) if merge else {})
     finally:
         for m, training in modes.items():
             m.train(training)
@@ -167,12 +171,16 @@ def _sample_shape(node: fx.Node) -> tuple[int, ...] | None:
     return a[1:]
 
 
-def _walk(gm: fx.GraphModule, method: str, problems: list[tuple[str, str]] | None = None) -> LipschitzBound:
+def _walk(gm: fx.GraphModule, method: str, problems: list[tuple[str, str]] | None = None,
+          chains: dict[fx.Node, list[fx.Node]] | None = None) -> LipschitzBound:
     """The bound, node by node. With `problems` (a list): a dry run that computes no layer norm
-    (each layer counts as 1) and collects every refusal as (layer type or "", message)."""
+    (each layer counts as 1) and collects every refusal as (layer type or "", message).
+    chains: {last node: nodes} of linear layers bounded as one map (merges.linear_chains)."""
     lip: dict[fx.Node, float | None] = {}  # None: not a tensor that depends on the input
     rows: list[LayerRow] = []
     modules = dict(gm.named_modules())
+    chains = chains or {}
+    inner = {n for chain in chains.values() for n in chain[:-1]}  # read only by the next link
     for node in gm.graph.nodes:
         if node.op == "placeholder":
             lip[node] = 1.0
@@ -185,6 +193,10 @@ def _walk(gm: fx.GraphModule, method: str, problems: list[tuple[str, str]] | Non
             return LipschitzBound(float(lip[out]), rows, method)
         elif node.op == "call_module" and problems is not None:
             _check_module(node, modules[node.target], lip, problems)
+        elif node in inner:
+            lip[node] = None  # never read: the chain's last node reads the chain's input
+        elif node in chains:
+            rows += _chain_rule(chains[node], modules, lip, method)
         elif node.op == "call_module":
             rows += _module_rule(node, modules[node.target], lip, method)
         else:
@@ -255,6 +267,20 @@ def _module_rule(node: fx.Node, layer: nn.Module, lip: dict, method: str) -> lis
     # (an elementwise map with constant <= 1 in place: every bound held for the input stays valid)
     return [LayerRow(node.target, type(layer).__name__, in_shape, rule.bound, rule.how, _reshaped_sigma(layer, rule),
                      lip[node])]
+
+
+def _chain_rule(chain: list[fx.Node], modules: dict, lip: dict, method: str) -> list[LayerRow]:
+    """A run of linear layers bounded as one map (one row of the table)."""
+    source, last = chain[0].args[0], chain[-1]
+    if lip.get(source) is None:  # applied to a constant: the result is a constant too
+        lip[last] = None
+        return []
+    layers = [modules[n.target] for n in chain]
+    shapes = [_sample_shape(source)] + [_sample_shape(n) for n in chain]
+    rule = chain_rule(layers, shapes, method)
+    lip[last] = rule.bound * lip[source]
+    return [LayerRow("+".join(n.target for n in chain), "+".join(type(m).__name__ for m in layers), shapes[0],
+                     rule.bound, rule.how, None, lip[last])]
 
 
 def _reshaped_sigma(layer: nn.Module, rule: LayerRule) -> float | None:

@@ -81,7 +81,7 @@ def _run_critic(state: dict) -> nn.Module:
 
 def cmd_bound(args: argparse.Namespace) -> int:
     model = load_model(args.target).eval()  # the network as deployed: BatchNorm running stats, no dropout
-    result = lipschitz_bound(model, args.input_shape, method=args.method)
+    result = lipschitz_bound(model, args.input_shape, method=args.method, merge=args.merge)
     print(result.table())
     print(f"\ncertified upper bound ({args.method}, eval mode): {result.upper:.6g}")
     if args.samples > 0:
@@ -104,6 +104,9 @@ def add_bound_command(sub: argparse._SubParsersAction) -> None:
                    help="one sample's shape without batch dim, e.g. 3,32,32")
     p.add_argument("--method", choices=BOUND_METHODS, default="gram",
                    help="certified per-layer method (default: gram)")
+    p.add_argument("--no-merge", dest="merge", action="store_false",
+                   help="multiply every layer's bound (default: consecutive linear layers, e.g. conv + eval "
+                   "BatchNorm, are bounded as one map, which is tighter)")
     p.add_argument("--samples", type=count_at_least(0), default=64,
                    help="random inputs for the empirical lower bound (0: skip it)")
     p.add_argument("--steps", type=count_at_least(0), default=100, help="gradient-ascent steps for the lower bound")

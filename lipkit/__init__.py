@@ -9,6 +9,8 @@ from .bounds import (
     register_layer_bound,
 )
 from .constraints import constrain, export, project_, unconstrain
+from .layers import FullSort, GroupSort
+from .losses import hkr_loss, margin_cross_entropy
 from .norms import operator_norm, spectral_norm
 from .penalties import (
     SpectralPenalty,
@@ -24,7 +26,10 @@ __all__ = [
     "constrain",
     "export",
     "frobenius_penalty",
+    "FullSort",
     "gradient_penalty",
+    "hkr_loss",
+    "GroupSort",
     "input_gradient_penalty",
     "l2_penalty",
     "LayerRow",
@@ -32,6 +37,7 @@ __all__ = [
     "lipschitz_bound",
     "lipschitz_lower_bound",
     "LipschitzBound",
+    "margin_cross_entropy",
     "operator_norm",
     "project_",
     "register_layer_bound",

@@ -66,6 +66,10 @@ CASES = [
     ("clip", "project", {"c": 0.05}),
     ("frobenius", "reparam", {"max_norm": 0.7}),
     ("frobenius", "project", {"max_norm": 0.7}),
+    ("aol", "reparam", {}),
+    ("aol", "project", {"bound": 0.5}),
+    ("bjorck", "reparam", {"where": nn.Linear}),
+    ("bjorck", "project", {"where": nn.Linear, "bound": 2.0}),
 ]
 
 
@@ -79,6 +83,12 @@ def check_constrained(model: nn.Module, method: str, options: dict) -> None:
             assert w.abs().max() <= options["c"] + 1e-7, name
         elif method == "frobenius":
             assert w.norm() <= options["max_norm"] * (1 + 1e-6), name
+        elif method == "aol":  # certified: the true operator norm, at most the bound
+            assert operator_norm(layer, LAYER_INPUTS[name], "exact", weight=w) <= bound * (1 + 1e-6), name
+        elif method == "bjorck":  # Linear only: every singular value equals the bound
+            if isinstance(layer, nn.Linear):
+                torch.testing.assert_close(torch.linalg.svdvals(w), torch.full((min(w.shape),), bound,
+                                                                               dtype=w.dtype), atol=1e-3, rtol=0)
         elif options.get("operator") == "conv":
             true = operator_norm(layer, LAYER_INPUTS[name], "exact", weight=w)
             assert true <= bound * (1 + 1e-3), (name, true)

@@ -20,6 +20,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..layers import GroupSort
 from ..norms.measure import operator_norm
 from ..norms.operators import BATCHNORM, CONV, CONV_TRANSPOSE, IDENTITY_LIKE
 from .pooling import adaptive_avg_constant, adaptive_max_constant
@@ -121,6 +122,8 @@ layer_bound.register(nn.GELU)(_constant(1.1290, "gelu, max f' = 1.1290"))
 layer_bound.register(nn.Softmax)(_constant(1.0, "softmax is 1-Lipschitz"))
 layer_bound.register(nn.Hardswish)(_constant(1.5, "hardswish, max f' = 1.5 (x = 3)"))
 layer_bound.register(nn.Hardsigmoid)(_constant(1 / 6, "hardsigmoid, |f'| <= 1/6"))
+# (FullSort is a GroupSort subclass: the same rule)
+layer_bound.register(GroupSort)(_constant(1.0, "sorting: a permutation, 1-Lipschitz and norm-preserving"))
 for _cls in (*IDENTITY_LIKE, nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d):
     layer_bound.register(_cls)(_constant(1.0, "identity (eval)"))
 

@@ -34,7 +34,9 @@ def constrain(
 
     method: "spectral" (n_iter=1, bound=1.0, operator="reshape"|"conv", soft=False,
             certified=False, gram_iter=6, batchnorm=None|"lipschitz"|"seed",
-            input_shape=None), "clip" (c=0.01) or "frobenius" (max_norm=1.0); see
+            input_shape=None), "clip" (c=0.01), "frobenius" (max_norm=1.0), "bjorck"
+            (Linear only: orthonormal, iters=20, order=2, bound=1.0) or "aol" (Linear /
+            Conv / ConvTranspose: certified norm <= bound, bound=1.0); see
             options.DEFAULTS for what each option means.
     where:  which layers, among the Linear/Conv*/ConvTranspose* (and BatchNorm with
             batchnorm=...) ones (lipkit/where.py, the same selector as the weight

@@ -9,6 +9,8 @@ import torch.nn as nn
 from torch.nn.utils.parametrizations import spectral_norm as torch_spectral_norm
 
 from ..constraints import constrain, project_
+from ..layers import sort_activations_
+from ..norms.operators import CONV, CONV_TRANSPOSE
 from .registry import Attach, StepHook
 
 Options = Callable[[Mapping[str, Any]], dict[str, Any]]
@@ -48,3 +50,14 @@ def torch_sn(model: nn.Module, hp: Mapping[str, Any]) -> tuple[StepHook, ...]:
             torch_spectral_norm(layer, n_power_iterations=hp.get("sn_iter", 1))
     return ()
 
+
+
+def lipnet(model: nn.Module, hp: Mapping[str, Any]) -> tuple[StepHook, ...]:
+    """A gradient-norm-preserving network from any ReLU critic (Anil, Lucas & Grosse 2019):
+    activations -> GroupSort(group_size), Linear weights -> Bjorck-orthonormal, convs -> AOL
+    (certified 1-Lipschitz; no exactly orthogonal conv yet). All reparametrizations."""
+    sort_activations_(model, hp["group_size"])
+    constrain(model, "bjorck", where=nn.Linear, iters=hp["bjorck_iters"], order=hp["bjorck_order"])
+    if any(isinstance(m, (*CONV, *CONV_TRANSPOSE)) for m in model.modules()):
+        constrain(model, "aol", where=(*CONV, *CONV_TRANSPOSE))
+    return ()

@@ -11,6 +11,7 @@
 | sn-project        | spectral, project (Keras-style)   | -                        | Adam 2e-4 (0, 0.9) | -       |
 | sn+gp             | spectral reparam                  | GP (10)                  | Adam 2e-4 (0, 0.9) | -       |
 | torch-sn (+gp)    | torch's parametrizations SN       | (GP 10)                  | Adam 2e-4 (0, 0.9) | -       |
+| lipnet            | GroupSort(2) + Bjorck Linears + AOL convs | -                | Adam 1e-4 (0, 0.9) | -       |
 | l2/snr/igp/wgnp   | -                                 | classifier penalties     | (classifiers only) | 1e-4/1e-2/0.1/1e-2 |
 (*) with 100 warm-up critic steps for the first 25 generator steps and every 500th (WGAN).
 Every critic uses n_critic 5 (SN-GAN's ResNet setting, which pairs with a Wasserstein loss).
@@ -21,7 +22,7 @@ the unnormalized function. Classifier lams are starting points: tune them (compa
 """
 from __future__ import annotations
 
-from .attach import lipkit_constraint, torch_sn, wgan_clip
+from .attach import lipkit_constraint, lipnet, torch_sn, wgan_clip
 from .registry import Method, register_method
 from .terms import FROBENIUS, GP, GP1, IGP, L2, SNR, WGNP
 
@@ -63,6 +64,8 @@ for _method in (
            constraint=torch_sn, critic=ADAM_SN),
     Method("torch-sn+gp", "torch's spectral normalization and WGAN-GP", constraint=torch_sn, penalties=(GP,),
            critic={**ADAM_SN, "gp_lambda": 10.0}),
+    Method("lipnet", "gradient-norm-preserving critic: ReLUs -> GroupSort, Bjorck-orthonormal Linears, AOL convs",
+           constraint=lipnet, critic={**ADAM, "group_size": 2, "bjorck_iters": 20, "bjorck_order": 2}),
     Method("l2", "L2 weight decay as a penalty: sum ||W||_F^2", penalties=(L2,), classifier={"lam": 1e-4},
            grid=(1e-5, 1e-4, 1e-3)),
     Method("snr", "spectral norm regularization (Yoshida & Miyato 2017): sum sigma(W)^2", penalties=(SNR,),

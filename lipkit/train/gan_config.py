@@ -37,6 +37,9 @@ class GanConfig(RunConfig):
     penalty_weight: float | None = None  # frobenius-penalty weight (10)
     gp_lambda: float | None = None  # gradient-penalty weight (10; 0.1 on 2-D data)
     sn_iter: int | None = None  # SN refresh effort per critic update (n_iter of lk.constrain; 1)
+    group_size: int | None = None  # lipnet: GroupSort group size replacing each ReLU (2: MaxMin)
+    bjorck_iters: int | None = None  # lipnet: Bjorck iterations per Linear weight read (20)
+    bjorck_order: int | None = None  # lipnet: Taylor order of each Bjorck step, 1-3 (2)
     data_subset: int | None = None  # images: train on a seeded subset of this many images
     eval_samples: int | None = None  # None: 2500 on 2-D data (GDPP protocol), 1000 on images
     image_metrics: bool = True  # FID/KID/class accuracy (trains and caches the classifier once)
@@ -70,11 +73,14 @@ def resolve_config(config: GanConfig) -> GanConfig:
 def check_values(config: GanConfig) -> None:
     """Every resolved number in its allowed range; the error names the field and the range."""
     minimum = {"classes": 2, "batch_size": 1, "noise_dim": 1, "width": 1, "g_width": 1, "depth": 1,
-               "n_critic": 1, "warmup_n_critic": 0, "sn_iter": 1, "eval_samples": 2, "lower_bound_steps": 0}
+               "n_critic": 1, "warmup_n_critic": 0, "sn_iter": 1, "eval_samples": 2, "lower_bound_steps": 0,
+               "group_size": 1, "bjorck_iters": 0, "bjorck_order": 1}
     for name, low in minimum.items():
         value = getattr(config, name)
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
             raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
+    if config.bjorck_order > 3:
+        raise ValueError(f"bjorck_order must be 1, 2 or 3, got {config.bjorck_order}")
     if config.depth > MAX_DEPTH:  # built layer by layer in Python: a typo would hang, not fail
         raise ValueError(f"depth must be an int in [1, {MAX_DEPTH}], got {config.depth}")
     for name, positive in (("lr", True), ("g_lr", True), ("clip_c", True), ("max_norm", True),

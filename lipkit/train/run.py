@@ -26,7 +26,6 @@ from pathlib import Path
 from typing import Any, Callable, Protocol, TypeVar
 
 import torch
-from tqdm.auto import tqdm
 
 from ..constraints.base import NonFiniteWeightError
 from .checkpoint import (
@@ -39,6 +38,7 @@ from .checkpoint import (
     set_rng_state,
 )
 from .interrupt import RunInterrupted, StopRequests
+from .progress_display import progress_display
 from .run_config import RunConfig, check_config, check_same_run, load_config, save_config
 
 
@@ -142,7 +142,7 @@ def _loop(config: RunConfig, task: Task, out: Path, progress: _Progress) -> None
     a stop signal ends the loop after the current step, checkpointed (RunInterrupted)."""
     main, metrics_path = is_main_process(), out / "metrics.jsonl"
     last_good = f"step {progress.start}" if progress.start else "none yet"
-    bar = tqdm(total=config.steps, initial=progress.start, disable=not (config.progress and main), dynamic_ncols=True)
+    bar = progress_display(config.steps, progress.start, config.progress and main)
     try:
         with StopRequests() as stops:
             for step in range(progress.start + 1, config.steps + 1):
@@ -167,9 +167,8 @@ def _loop(config: RunConfig, task: Task, out: Path, progress: _Progress) -> None
                 if main and (evaluated or _due(step, config.log_every, config.steps)):
                     with metrics_path.open("a") as handle:
                         handle.write(json.dumps(row) + "\n")
-                bar.update(1)
                 live = {**progress.last_eval, **row}
-                bar.set_postfix({k: f"{live[k]:.3g}" for k in task_postfix_keys(live)})
+                bar.step({k: f"{live[k]:.3g}" for k in task_postfix_keys(live)}, force_line=evaluated)
                 stop = stops.signum  # read once: a signal landing in between must not skip the checkpoint
                 if (_due(step, config.checkpoint_every, config.steps) or stop is not None) and main:
                     _checkpoint(config, task, out, progress, step)

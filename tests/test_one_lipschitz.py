@@ -300,3 +300,40 @@ def test_sort_activations_needs_an_activation_module():
         lk.constrain  # noqa: B018  (the public API stays importable beside it)
         from lipkit.layers import sort_activations_
         sort_activations_(nn.Sequential(nn.Linear(2, 2), nn.Tanh()))
+
+
+def test_train_clf_lipnet_with_each_loss_is_certified_one_lipschitz(tmp_path):
+    """--reg lipnet turns the cnn classifier into GroupSort + Bjorck + AOL; --loss margin / hkr
+    train it; its certified bound is <= 1 (the robust metrics use it)."""
+    import json
+
+    from lipkit.train.classify import fit
+    from lipkit.train.clf_config import ClfConfig
+
+    for loss in ("margin", "hkr", "ce"):
+        out = tmp_path / loss
+        fit(ClfConfig(out=str(out), data="digits", reg="lipnet", loss=loss, steps=3, train_size=64, val_size=32,
+                      test_size=32, width=4, hidden=8, batch_size=16, pgd_size=8, pgd_steps=2,
+                      lower_bound_size=4, lower_bound_steps=1, progress=False))
+        final = json.loads((out / "summary.json").read_text())["final"]
+        assert final["lipschitz_upper"] <= 1 + 1e-5 and final["lipschitz_lower"] <= final["lipschitz_upper"]
+
+
+def test_classification_losses_are_the_library_losses():
+    import dataclasses
+
+    from lipkit.train.classify import classification_loss
+    from lipkit.train.clf_config import ClfConfig
+
+    logits, labels = torch.randn(6, 10), torch.randint(0, 10, (6,))
+    c = ClfConfig()
+    margin = dataclasses.replace(c, loss="margin", margin_eps=0.3, temperature=4.0)
+    assert float(classification_loss(margin, logits, labels)) == pytest.approx(
+        float(lk.margin_cross_entropy(4.0 * logits, labels, eps=1.2)))
+    hkr = dataclasses.replace(c, loss="hkr", hkr_alpha=5.0, hkr_margin=0.2)
+    assert float(classification_loss(hkr, logits, labels)) == pytest.approx(
+        float(lk.hkr_loss(logits, labels, alpha=5.0, margin=0.2)))
+    assert float(classification_loss(c, logits, labels)) == pytest.approx(float(F.cross_entropy(logits, labels)))
+    with pytest.raises(ValueError, match="loss='l1' is not allowed"):
+        from lipkit.train.clf_config import resolve_config
+        resolve_config(dataclasses.replace(c, loss="l1"))

@@ -36,6 +36,7 @@ from .. import data as lkdata
 from .. import models
 from ..bounds import lipschitz_bound, lipschitz_lower_bound
 from ..data import get_data
+from ..losses import hkr_loss, margin_cross_entropy
 from ..methods import Batch, apply_method
 from ..metrics.robust import robust_report
 from .clf_config import ClfConfig, resolve_config, steps_for_epochs
@@ -58,6 +59,17 @@ def load_data(c: ClfConfig) -> dict[str, tuple[Tensor, Tensor]]:
     return {"train": (pool.images[train_idx], pool.labels[train_idx]),
             "val": (pool.images[val_idx], pool.labels[val_idx]),
             "test": (test.images[test_idx], test.labels[test_idx])}
+
+
+def classification_loss(c: ClfConfig, logits: Tensor, labels: Tensor) -> Tensor:
+    """The training loss --loss names: cross-entropy, the Lipschitz-margin cross-entropy (with
+    the margin of a 1-Lipschitz network: --reg lipnet, or a constrained model whose certified
+    constant is 1), or HKR."""
+    if c.loss == "hkr":
+        return hkr_loss(logits, labels, alpha=c.hkr_alpha, margin=c.hkr_margin)
+    if c.loss == "margin":
+        return margin_cross_entropy(c.temperature * logits, labels, eps=c.margin_eps * c.temperature)
+    return F.cross_entropy(c.temperature * logits, labels) if c.temperature != 1.0 else F.cross_entropy(logits, labels)
 
 
 def build_model(c: ClfConfig, shape: tuple[int, ...], num_classes: int) -> nn.Module:
@@ -94,10 +106,11 @@ class ClfTask:
         x, y = next(self.batches)
         self.model.train()
         logits = self.model(x)
-        ce = F.cross_entropy(logits, y)
+        ce = F.cross_entropy(logits, y)  # logged for every loss, comparable across runs
+        task_loss = classification_loss(self.config, logits, y)
         # lam weights the method's penalty (zero for a constraint-only method)
-        penalty = self.method.unweighted_penalty(Batch(x, y, loss=ce, generator=self.penalty_rng))
-        loss = ce + self.config.lam * penalty
+        penalty = self.method.unweighted_penalty(Batch(x, y, loss=task_loss, generator=self.penalty_rng))
+        loss = task_loss + self.config.lam * penalty
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()

@@ -13,6 +13,7 @@ from .run_config import MAX_DEPTH, RunConfig
 MODELS = ("mlp", "cnn")
 OPTIMIZERS = ("adam", "sgd")
 IGP_KINDS = ("loss", "logits")
+LOSSES = ("ce", "margin", "hkr")
 
 
 @dataclass
@@ -35,6 +36,14 @@ class ClfConfig(RunConfig):
     sn_bound: float = 1.0  # sn / sn-conv: every layer's sigma is held at this value
     max_norm: float = 1.0  # frobenius: ||W||_F <= max_norm; frobenius-penalty: sum relu(||W||_F - max_norm)^2
     igp_kind: str = "loss"  # igp: loss (double backprop) | logits (Jacobian Frobenius norm)
+    group_size: int = 2  # lipnet: GroupSort group size replacing each ReLU (2: MaxMin)
+    bjorck_iters: int = 20  # lipnet: Bjorck iterations per Linear weight read
+    bjorck_order: int = 2  # lipnet: Taylor order of each Bjorck step, 1-3
+    loss: str = "ce"  # ce | margin (Lipschitz-margin CE, Tsuzuku et al. 2018) | hkr (Serrurier et al. 2021)
+    margin_eps: float = 0.5  # margin: the l2 radius to certify (sqrt(2) * margin_eps added to other logits)
+    temperature: float = 1.0  # ce / margin: logits times this before the softmax (1-Lipschitz nets have small logits)
+    hkr_alpha: float = 10.0  # hkr: weight of the hinge term against -KR
+    hkr_margin: float = 0.5  # hkr: the hinge margin on each one-vs-all score
     optimizer: str = "adam"  # adam|sgd
     lr: float = 1e-3  # learning rate
     momentum: float = 0.9  # sgd momentum
@@ -71,7 +80,7 @@ def resolve_config(config: ClfConfig) -> ClfConfig:
 
 def _check_choices(c: ClfConfig) -> None:
     method = get_method(c.reg, "classifier")  # a clear error naming the classifier methods
-    for name, allowed in (("model", MODELS), ("optimizer", OPTIMIZERS), ("igp_kind", IGP_KINDS)):
+    for name, allowed in (("model", MODELS), ("optimizer", OPTIMIZERS), ("igp_kind", IGP_KINDS), ("loss", LOSSES)):
         if getattr(c, name) not in allowed:
             raise ValueError(f"{name}={getattr(c, name)!r} is not allowed; choose one of {allowed}")
     if not method.penalties and c.lam not in (None, 0, 0.0):
@@ -85,16 +94,19 @@ def _check_values(c: ClfConfig, pool: int, test: int) -> None:
                          f"{pool} images")
     minimum = {"val_size": 1, "train_size": 1, "test_size": 1, "width": 1, "depth": 1, "hidden": 1, "sn_iter": 1,
                "batch_size": 1, "pgd_size": 1, "pgd_steps": 1, "lower_bound_size": 1, "lower_bound_steps": 0,
-               "robust_every": 0}
+               "robust_every": 0, "group_size": 1, "bjorck_iters": 0, "bjorck_order": 1}
     for name, low in minimum.items():
         value = getattr(c, name)
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
             raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
-    for name, positive in (("lam", False), ("lr", True), ("sn_bound", True), ("max_norm", False), ("momentum", False)):
+    for name, positive in (("lam", False), ("lr", True), ("sn_bound", True), ("max_norm", False), ("momentum", False),
+                           ("margin_eps", False), ("temperature", True), ("hkr_alpha", False), ("hkr_margin", False)):
         value = getattr(c, name)
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0 \
                 or (positive and value == 0):
             raise ValueError(f"{name} must be a finite number {'> 0' if positive else '>= 0'}, got {value!r}")
+    if c.bjorck_order > 3:
+        raise ValueError(f"bjorck_order must be 1, 2 or 3, got {c.bjorck_order}")
     if c.depth > MAX_DEPTH:  # built layer by layer in Python: a typo would hang, not fail
         raise ValueError(f"depth must be an int in [1, {MAX_DEPTH}], got {c.depth}")
     if c.val_size + c.train_size > pool:

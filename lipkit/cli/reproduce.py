@@ -39,7 +39,9 @@ def add_reproduce_command(sub: argparse._SubParsersAction) -> None:
 
 def cmd_reproduce(args: argparse.Namespace) -> int:
     from ..experiments.reproduce import parse_claims, reproduce
+    from ..train.distributed import refuse_under_torchrun
 
+    refuse_under_torchrun("reproduce", "its claims run many small runs and write one report")
     try:
         claims = parse_claims(args.claims)
     except ValueError as err:

@@ -15,6 +15,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from ..train.distributed import is_rank_zero, refuse_under_torchrun
 from .values import parse_floats, parse_ints, parse_lams, parse_names, parse_pair
 
 
@@ -78,6 +79,8 @@ def cmd_train_gan(args: argparse.Namespace) -> int:
 
     config = config_from_args(GanConfig, args)
     summary = fit(config, resume=args.resume)
+    if not is_rank_zero():  # a torchrun job reports once
+        return 0
     final = ", ".join(f"{k}={v:.4g}" for k, v in summary["final"].items() if isinstance(v, float))
     per_step = summary["seconds_per_step_this_session"]
     timing = f"{per_step * 1000:.1f} ms per step" if per_step else "no new steps"
@@ -103,6 +106,8 @@ def cmd_train_clf(args: argparse.Namespace) -> int:
 
     config = _clf_config(args)
     summary = fit(config, resume=args.resume)
+    if not is_rank_zero():
+        return 0
     final = ", ".join(f"{k}={v:.4g}" for k, v in summary["final"].items() if isinstance(v, float))
     print(f"done: {summary['steps']} steps in {config.out}; final: {final}")
     return 0
@@ -111,6 +116,7 @@ def cmd_train_clf(args: argparse.Namespace) -> int:
 def cmd_compare_clf(args: argparse.Namespace) -> int:
     from ..train.compare import compare
 
+    refuse_under_torchrun("compare-clf", "it runs many small runs one after the other and writes one table")
     base = _clf_config(args)
     grids = {reg: args.grid for reg in args.regs} if args.grid else None
     table = compare(base, args.regs, args.seeds, args.out, lams=args.lams, tune=args.tune, grids=grids,

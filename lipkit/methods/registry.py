@@ -33,7 +33,9 @@ class Batch:
     inputs: the real batch (GAN) or the training inputs (classifier); labels: their labels
     (None for an unconditional GAN); fake: the generated batch (GAN only); loss: the task
     loss (classifier: cross-entropy, read by the weight-gradient penalty); generator: the
-    penalty's own RNG stream (interpolation points, random projections), checkpointed.
+    penalty's own RNG stream (interpolation points, random projections), checkpointed;
+    shard: in a multi-rank job, which rows of the global batch these are (random draws per
+    sample are made for the global batch and sliced, so N ranks equal 1 rank).
     """
 
     inputs: Tensor
@@ -41,6 +43,7 @@ class Batch:
     fake: Tensor | None = None
     loss: Tensor | None = None
     generator: torch.Generator | None = None
+    shard: Any = None  # train.distributed.Shard: these are this rank's rows of a global batch
 
 
 class TermFn(Protocol):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
+import torch
 import torch.nn as nn
 from torch import Tensor
 
@@ -32,8 +33,14 @@ def _gradient(one_sided: bool):
     def make(model: nn.Module, hp: Mapping[str, Any]) -> TermFn:
         def term(b: Batch) -> Tensor:
             fake = _need(b, "fake", name, "a generated batch: it is a GAN critic penalty")
+            eps = None
+            if b.shard is not None:  # this rank's rows of the global batch's interpolation weights
+                rows = b.inputs.shape[0] * b.shard.world
+                device = b.generator.device if b.generator is not None else b.inputs.device
+                eps = b.shard.take(torch.rand((rows,) + (1,) * (b.inputs.dim() - 1), generator=b.generator,
+                                              device=device, dtype=b.inputs.dtype))
             return gradient_penalty(model, b.inputs, fake, one_sided=one_sided, labels=b.labels,
-                                    generator=b.generator)
+                                    generator=b.generator, eps=eps)
         return term
     return make
 

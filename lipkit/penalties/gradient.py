@@ -37,6 +37,7 @@ def gradient_penalty(
     labels: Tensor | None = None,
     at: str = "interpolate",
     generator: torch.Generator | None = None,
+    eps: Tensor | None = None,
 ) -> Tensor:
     """The (one-sided) gradient penalty of `critic`, a scalar to add to the critic loss.
 
@@ -49,6 +50,8 @@ def gradient_penalty(
     one_sided: penalize only norms above target (GP+), leaving smaller slopes free.
     at: "interpolate" (WGAN-GP), "real" or "fake": where the gradient is evaluated.
     generator: draws eps (for reproducible interpolates); any device.
+    eps: the interpolation weights themselves, shape (B, 1, ...) (a multi-rank job slices
+        the global batch's); default: drawn from `generator`.
     The critic must score samples independently (no BatchNorm in train mode): the
     per-sample gradients are read off one backward of the sum of scores.
     """
@@ -65,9 +68,12 @@ def gradient_penalty(
         x = fake
     else:
         eps_shape = (real.shape[0],) + (1,) * (real.dim() - 1)
-        gen_device = generator.device if generator is not None else real.device
-        eps = torch.rand(eps_shape, generator=generator, device=gen_device, dtype=real.dtype)
-        eps = eps.to(real.device)
+        if eps is None:
+            gen_device = generator.device if generator is not None else real.device
+            eps = torch.rand(eps_shape, generator=generator, device=gen_device, dtype=real.dtype)
+        elif tuple(eps.shape) != eps_shape:
+            raise ValueError(f"eps must have shape {eps_shape} (one weight per sample), got {tuple(eps.shape)}")
+        eps = eps.to(device=real.device, dtype=real.dtype)
         x = eps * real + (1 - eps) * fake
     x = x.clone().requires_grad_(True)
     grad = input_gradient(critic, x, labels)

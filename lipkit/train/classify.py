@@ -39,6 +39,7 @@ from ..data import get_data
 from ..losses import hkr_loss, margin_cross_entropy
 from ..methods import Batch, apply_method
 from ..metrics.robust import robust_report
+from . import distributed
 from .clf_config import ClfConfig, resolve_config, steps_for_epochs
 from .run import run, scalars_to_host
 
@@ -94,22 +95,28 @@ class ClfTask:
         self.shape = tuple(x_train.shape[1:])
         self.num_classes = int(max(int(y.max()) for _, y in self.splits.values())) + 1
         self.model = build_model(c, self.shape, self.num_classes).to(self.device)
+        self.shard = distributed.current_shard()  # a torchrun job: this rank's rows of each batch
+        distributed.check_divisible("batch_size", c.batch_size)
         self.method = apply_method(self.model, c.reg, dataclasses.asdict(c), "classifier")
         if c.optimizer == "adam":
             self.optimizer: torch.optim.Optimizer = torch.optim.Adam(self.model.parameters(), lr=c.lr)
         else:
             self.optimizer = torch.optim.SGD(self.model.parameters(), lr=c.lr, momentum=c.momentum)
+        distributed.average_gradients_before_step(self.optimizer)
         self.batches = lkdata.TensorBatches((x_train, y_train), c.batch_size, seed=c.seed)
         self.penalty_rng = torch.Generator().manual_seed(c.seed + 2)
 
     def train_step(self, step: int) -> dict[str, float]:
         x, y = next(self.batches)
+        if self.shard is not None:
+            x, y = self.shard.take(x), self.shard.take(y)
         self.model.train()
         logits = self.model(x)
         ce = F.cross_entropy(logits, y)  # logged for every loss, comparable across runs
         task_loss = classification_loss(self.config, logits, y)
         # lam weights the method's penalty (zero for a constraint-only method)
-        penalty = self.method.unweighted_penalty(Batch(x, y, loss=task_loss, generator=self.penalty_rng))
+        penalty = self.method.unweighted_penalty(Batch(x, y, loss=task_loss, generator=self.penalty_rng,
+                                                       shard=self.shard))
         loss = task_loss + self.config.lam * penalty
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()

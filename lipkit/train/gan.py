@@ -25,6 +25,8 @@ from .. import data as lkdata
 from .. import models
 from ..data import get_data
 from ..methods import AppliedMethod, Batch, apply_method
+from . import distributed
+from .distributed import Shard
 from .gan_config import GanConfig, resolve_config
 from .gan_eval import GanEvaluator
 from .presets import make_optimizer, n_critic_at
@@ -70,11 +72,13 @@ def score(critic: nn.Module, x: Tensor, labels: Tensor | None) -> Tensor:
 
 
 def critic_update(critic: nn.Module, optimizer: torch.optim.Optimizer, method: AppliedMethod, real: Tensor,
-                  fake: Tensor, labels: Tensor | None, penalty_rng: torch.Generator) -> dict[str, Tensor]:
+                  fake: Tensor, labels: Tensor | None, penalty_rng: torch.Generator,
+                  shard: Shard | None = None) -> dict[str, Tensor]:
     """One critic update on a real and a generated batch: the step train-gan takes and the one
-    `lipkit bench` and claim (c) time. Statistics stay on the device (no host sync)."""
+    `lipkit bench` and claim (c) time. Statistics stay on the device (no host sync). shard:
+    in a multi-rank job, these batches are this rank's rows of the global batch."""
     w1 = score(critic, real, labels).mean() - score(critic, fake, labels).mean()
-    penalty = method.penalty(Batch(real, labels, fake=fake, generator=penalty_rng))
+    penalty = method.penalty(Batch(real, labels, fake=fake, generator=penalty_rng, shard=shard))
     loss = -w1 + penalty
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
@@ -85,21 +89,28 @@ def critic_update(critic: nn.Module, optimizer: torch.optim.Optimizer, method: A
 
 def critic_step(critic: nn.Module, generator: models.Generator, optimizer: torch.optim.Optimizer,
                 method: AppliedMethod, real: Tensor, labels: Tensor | None, noise: torch.Generator,
-                penalty_rng: torch.Generator) -> dict[str, Tensor]:
-    """One critic update on a real batch; fakes share the real batch's labels."""
+                penalty_rng: torch.Generator, shard: Shard | None = None) -> dict[str, Tensor]:
+    """One critic update on a real batch; fakes share the real batch's labels. With a shard,
+    real and labels are the GLOBAL batch: this rank trains on its rows of it (and of z)."""
     z = torch.randn(real.shape[0], generator.noise_dim, generator=noise).to(real.device)
+    if shard is not None:
+        real, labels, z = shard.take(real), shard.take(labels), shard.take(z)
     with torch.no_grad():
         fake = generator(z, labels)
-    return critic_update(critic, optimizer, method, real, fake, labels, penalty_rng)
+    return critic_update(critic, optimizer, method, real, fake, labels, penalty_rng, shard)
 
 
 def generator_step(critic: nn.Module, generator: models.Generator, optimizer: torch.optim.Optimizer,
-                   batch_size: int, noise: torch.Generator, device: torch.device) -> dict[str, Tensor]:
-    """One generator update: minimize -E f(G(z)) (labels uniform for a conditional run)."""
+                   batch_size: int, noise: torch.Generator, device: torch.device,
+                   shard: Shard | None = None) -> dict[str, Tensor]:
+    """One generator update: minimize -E f(G(z)) (labels uniform for a conditional run). With
+    a shard, batch_size is global and this rank takes its rows of z and labels."""
     z = torch.randn(batch_size, generator.noise_dim, generator=noise).to(device)
     labels = None
     if generator.conditional:
         labels = torch.randint(0, generator.num_classes, (batch_size,), generator=noise).to(device)
+    if shard is not None:
+        z, labels = shard.take(z), shard.take(labels)
     critic.requires_grad_(False)  # no critic gradients to compute or to leak into its step
     try:
         loss = -score(critic, generator(z, labels), labels).mean()
@@ -122,11 +133,17 @@ class GanTask:
         shape = tuple(self.held_out.shape[1:])
         self.num_classes = int(getattr(self.dataset, "num_classes", 0) or 0)
         critic, generator = build_models(config, shape, self.num_classes)
+        # a torchrun job: this rank's rows of every global batch, gradients averaged per step
+        self.shard = distributed.current_shard()
+        distributed.check_divisible("batch_size", config.batch_size)
+        generator = distributed.sync_batchnorm_or_refuse(generator, config.device, "--no-g-batch-norm")
         self.critic, self.generator = critic.to(self.device), generator.to(self.device)
         hp = dataclasses.asdict(config)
         self.method = apply_method(self.critic, config.critic, hp, "critic")
         self.opt_critic = make_optimizer(self.critic.parameters(), hp, config.lr)
         self.opt_generator = make_optimizer(self.generator.parameters(), hp, config.g_lr)
+        for optimizer in (self.opt_critic, self.opt_generator):
+            distributed.average_gradients_before_step(optimizer)
         self.noise = torch.Generator().manual_seed(config.seed + 1)
         self.penalty_rng = torch.Generator().manual_seed(config.seed + 2)
         self.evaluator = GanEvaluator(config, self.critic, self.generator, self.dataset, self.held_out,
@@ -140,9 +157,9 @@ class GanTask:
             real = real.to(self.device)
             labels = labels.to(self.device) if c.conditional else None
             stats = critic_step(self.critic, self.generator, self.opt_critic, self.method, real, labels,
-                                self.noise, self.penalty_rng)
+                                self.noise, self.penalty_rng, self.shard)
         stats |= generator_step(self.critic, self.generator, self.opt_generator, c.batch_size, self.noise,
-                                self.device)
+                                self.device, self.shard)
         return scalars_to_host(stats)  # one host sync per step, for the NaN guard
 
     def evaluate(self, step: int, folder: Path) -> dict[str, float]:

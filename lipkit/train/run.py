@@ -28,6 +28,7 @@ from typing import Any, Callable, Protocol, TypeVar
 import torch
 
 from ..constraints.base import NonFiniteWeightError
+from . import distributed
 from .checkpoint import (
     CheckpointError,
     CheckpointWriteError,
@@ -100,6 +101,15 @@ def run(config: C, build: Callable[[C], Task], *, resume: bool = False) -> dict[
     losses as an uninterrupted run); otherwise config.out must not hold a run already.
     """
     check_config(config)
+    created_group = distributed.init_if_launched(config.device)  # under torchrun: join its process group
+    try:
+        return _run(config, build, resume)
+    finally:
+        if created_group:
+            torch.distributed.destroy_process_group()
+
+
+def _run(config: C, build: Callable[[C], Task], resume: bool) -> dict[str, Any]:
     out, main = Path(config.out), is_main_process()
     state = None
     if main:
@@ -124,7 +134,9 @@ def run(config: C, build: Callable[[C], Task], *, resume: bool = False) -> dict[
         save_config(config, out / "config.json")
         _truncate_metrics(out / "metrics.jsonl", progress.start) if resume else (out / "metrics.jsonl").write_text("")
     _loop(config, task, out, progress)
-    return _summarize(config, task, out, progress, (state or {}).get("wall_seconds", 0.0))
+    summary = _summarize(config, task, out, progress, (state or {}).get("wall_seconds", 0.0))
+    distributed.barrier()  # every rank leaves once rank 0 has written its last checkpoint and summary
+    return summary
 
 
 @dataclass
@@ -169,7 +181,9 @@ def _loop(config: RunConfig, task: Task, out: Path, progress: _Progress) -> None
                         handle.write(json.dumps(row) + "\n")
                 live = {**progress.last_eval, **row}
                 bar.step({k: f"{live[k]:.3g}" for k in task_postfix_keys(live)}, force_line=evaluated)
-                stop = stops.signum  # read once: a signal landing in between must not skip the checkpoint
+                # read once (a signal landing in between must not skip the checkpoint), and from
+                # every rank: all of them stop after this same step
+                stop = distributed.any_rank(stops.signum)
                 if (_due(step, config.checkpoint_every, config.steps) or stop is not None) and main:
                     _checkpoint(config, task, out, progress, step)
                     last_good = f"step {step}"
@@ -224,7 +238,9 @@ def scalars_to_host(stats: dict[str, torch.Tensor]) -> dict[str, float]:
     sync once per entry): a task's train_step returns this, for the run loop's NaN guard."""
     if not stats:
         return {}
-    values = torch.stack([v.detach().float().reshape(()) for v in stats.values()]).tolist()
+    # averaged over ranks in a torchrun job: every rank sees the global batch's statistics
+    values = distributed.mean_across_ranks(torch.stack([v.detach().float().reshape(()) for v in stats.values()]))
+    values = values.tolist()
     return dict(zip(stats, values))
 
 

@@ -15,6 +15,7 @@ The penalty only constrains the critic where it samples: between real and fake p
 """
 from __future__ import annotations
 
+import contextlib
 import math
 from typing import Callable
 
@@ -75,8 +76,16 @@ def gradient_penalty(
             raise ValueError(f"eps must have shape {eps_shape} (one weight per sample), got {tuple(eps.shape)}")
         eps = eps.to(device=real.device, dtype=real.dtype)
         x = eps * real + (1 - eps) * fake
-    x = x.clone().requires_grad_(True)
-    grad = input_gradient(critic, x, labels)
+    # Under autocast (--precision bf16 / fp16) the penalty is computed in fp32: its input
+    # gradient and the double backward through it would otherwise run in half precision
+    # (underflow in fp16), and the penalty would change with the precision.
+    device_type = x.device.type
+    autocast_on = torch.is_autocast_enabled(device_type)
+    with torch.autocast(device_type, enabled=False) if autocast_on else contextlib.nullcontext():
+        if x.dtype in (torch.float16, torch.bfloat16):
+            x = x.float()
+        x = x.clone().requires_grad_(True)
+        grad = input_gradient(critic, x, labels)
     excess = per_sample_norm(grad) - target
     if one_sided:
         excess = torch.relu(excess)

@@ -41,6 +41,7 @@ from ..methods import Batch, apply_method
 from ..metrics.robust import robust_report
 from . import distributed
 from .clf_config import ClfConfig, resolve_config, steps_for_epochs
+from .precision import Precision
 from .run import run, scalars_to_host
 
 __all__ = ["ClfConfig", "ClfTask", "fit", "resolve_config", "steps_for_epochs"]
@@ -103,6 +104,8 @@ class ClfTask:
         else:
             self.optimizer = torch.optim.SGD(self.model.parameters(), lr=c.lr, momentum=c.momentum)
         distributed.average_gradients_before_step(self.optimizer)
+        distributed.refuse_fp16_ranks(c.precision)
+        self.precision = Precision(c.precision, self.device)
         self.batches = lkdata.TensorBatches((x_train, y_train), c.batch_size, seed=c.seed)
         self.penalty_rng = torch.Generator().manual_seed(c.seed + 2)
 
@@ -111,16 +114,16 @@ class ClfTask:
         if self.shard is not None:
             x, y = self.shard.take(x), self.shard.take(y)
         self.model.train()
-        logits = self.model(x)
-        ce = F.cross_entropy(logits, y)  # logged for every loss, comparable across runs
-        task_loss = classification_loss(self.config, logits, y)
-        # lam weights the method's penalty (zero for a constraint-only method)
-        penalty = self.method.unweighted_penalty(Batch(x, y, loss=task_loss, generator=self.penalty_rng,
-                                                       shard=self.shard))
+        with self.precision.autocast():
+            logits = self.model(x).float()
+            ce = F.cross_entropy(logits, y)  # logged for every loss, comparable across runs
+            task_loss = classification_loss(self.config, logits, y)
+            # lam weights the method's penalty (zero for a constraint-only method)
+            penalty = self.method.unweighted_penalty(Batch(x, y, loss=task_loss, generator=self.penalty_rng,
+                                                           shard=self.shard))
         loss = task_loss + self.config.lam * penalty
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self.optimizer.step()
+        self.precision.backward_step(loss, self.optimizer)
         self.method.after_step(self.model)  # projection-mode constraints act after the update
         accuracy = (logits.detach().argmax(1) == y).float().mean()
         stats = {"loss": loss, "loss_ce": ce, "penalty": penalty, "batch_acc": accuracy}
@@ -171,7 +174,7 @@ class ClfTask:
     def state_dict(self) -> dict[str, Any]:
         return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "batches": self.batches.state_dict(), "penalty_rng": self.penalty_rng.get_state(),
-                "method": self.method.state_dict()}
+                "method": self.method.state_dict(), "scaler": self.precision.state_dict()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.model.load_state_dict(state["model"])  # the model first: a penalty's state refers to its weights
@@ -179,6 +182,7 @@ class ClfTask:
         self.batches.load_state_dict(state["batches"])
         self.penalty_rng.set_state(state["penalty_rng"])
         self.method.load_state_dict(state["method"])
+        self.precision.load_state_dict(state.get("scaler", {}))
 
 
 def fit(config: ClfConfig, *, resume: bool = False) -> dict[str, Any]:

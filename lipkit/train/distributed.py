@@ -90,6 +90,13 @@ def init_if_launched(device: str) -> bool:
     return True
 
 
+def refuse_fp16_ranks(precision: str) -> None:
+    """fp16 loss scaling decides per rank whether to skip a step: ranks would part."""
+    if precision == "fp16" and world_size() > 1:
+        raise ValueError(f"--precision fp16 with {world_size()} ranks is not supported (each rank's loss scaler would "
+                         "skip overflowing steps on its own): use --precision bf16, or one process")
+
+
 def barrier() -> None:
     """Wait for every rank (a no-op in a single process)."""
     if world_size() > 1:

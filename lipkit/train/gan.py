@@ -13,6 +13,7 @@ evaluating never shifts the training streams: a resumed run repeats the same los
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,7 @@ from . import distributed
 from .distributed import Shard
 from .gan_config import GanConfig, resolve_config
 from .gan_eval import GanEvaluator
+from .precision import Precision
 from .presets import make_optimizer, n_critic_at
 from .run import run, scalars_to_host
 
@@ -71,38 +73,48 @@ def score(critic: nn.Module, x: Tensor, labels: Tensor | None) -> Tensor:
     return (critic(x) if labels is None else critic(x, labels)).view(-1)
 
 
+def _backward_step(loss: Tensor, optimizer: torch.optim.Optimizer, precision: Precision | None) -> None:
+    optimizer.zero_grad(set_to_none=True)
+    if precision is None:
+        loss.backward()
+        optimizer.step()
+    else:
+        precision.backward_step(loss, optimizer)
+
+
 def critic_update(critic: nn.Module, optimizer: torch.optim.Optimizer, method: AppliedMethod, real: Tensor,
                   fake: Tensor, labels: Tensor | None, penalty_rng: torch.Generator,
-                  shard: Shard | None = None) -> dict[str, Tensor]:
+                  shard: Shard | None = None, precision: Precision | None = None) -> dict[str, Tensor]:
     """One critic update on a real and a generated batch: the step train-gan takes and the one
     `lipkit bench` and claim (c) time. Statistics stay on the device (no host sync). shard:
-    in a multi-rank job, these batches are this rank's rows of the global batch."""
-    w1 = score(critic, real, labels).mean() - score(critic, fake, labels).mean()
-    penalty = method.penalty(Batch(real, labels, fake=fake, generator=penalty_rng, shard=shard))
+    in a multi-rank job, these batches are this rank's rows of the global batch; precision:
+    autocast and loss scaling (--precision), None for plain fp32."""
+    with precision.autocast() if precision is not None else contextlib.nullcontext():
+        w1 = score(critic, real, labels).float().mean() - score(critic, fake, labels).float().mean()
+        penalty = method.penalty(Batch(real, labels, fake=fake, generator=penalty_rng, shard=shard))
     loss = -w1 + penalty
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    optimizer.step()
+    _backward_step(loss, optimizer, precision)
     method.after_step(critic)  # projections (clip, frobenius) act AFTER the update
     return {"loss_critic": loss.detach(), "w1_critic": w1.detach(), "penalty": penalty.detach()}
 
 
 def critic_step(critic: nn.Module, generator: models.Generator, optimizer: torch.optim.Optimizer,
                 method: AppliedMethod, real: Tensor, labels: Tensor | None, noise: torch.Generator,
-                penalty_rng: torch.Generator, shard: Shard | None = None) -> dict[str, Tensor]:
+                penalty_rng: torch.Generator, shard: Shard | None = None,
+                precision: Precision | None = None) -> dict[str, Tensor]:
     """One critic update on a real batch; fakes share the real batch's labels. With a shard,
     real and labels are the GLOBAL batch: this rank trains on its rows of it (and of z)."""
     z = torch.randn(real.shape[0], generator.noise_dim, generator=noise).to(real.device)
     if shard is not None:
         real, labels, z = shard.take(real), shard.take(labels), shard.take(z)
-    with torch.no_grad():
+    with torch.no_grad(), precision.autocast() if precision is not None else contextlib.nullcontext():
         fake = generator(z, labels)
-    return critic_update(critic, optimizer, method, real, fake, labels, penalty_rng, shard)
+    return critic_update(critic, optimizer, method, real, fake, labels, penalty_rng, shard, precision)
 
 
 def generator_step(critic: nn.Module, generator: models.Generator, optimizer: torch.optim.Optimizer,
                    batch_size: int, noise: torch.Generator, device: torch.device,
-                   shard: Shard | None = None) -> dict[str, Tensor]:
+                   shard: Shard | None = None, precision: Precision | None = None) -> dict[str, Tensor]:
     """One generator update: minimize -E f(G(z)) (labels uniform for a conditional run). With
     a shard, batch_size is global and this rank takes its rows of z and labels."""
     z = torch.randn(batch_size, generator.noise_dim, generator=noise).to(device)
@@ -113,10 +125,9 @@ def generator_step(critic: nn.Module, generator: models.Generator, optimizer: to
         z, labels = shard.take(z), shard.take(labels)
     critic.requires_grad_(False)  # no critic gradients to compute or to leak into its step
     try:
-        loss = -score(critic, generator(z, labels), labels).mean()
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        with precision.autocast() if precision is not None else contextlib.nullcontext():
+            loss = -score(critic, generator(z, labels), labels).float().mean()
+        _backward_step(loss, optimizer, precision)
     finally:
         critic.requires_grad_(True)
     return {"loss_generator": loss.detach()}
@@ -144,6 +155,9 @@ class GanTask:
         self.opt_generator = make_optimizer(self.generator.parameters(), hp, config.g_lr)
         for optimizer in (self.opt_critic, self.opt_generator):
             distributed.average_gradients_before_step(optimizer)
+        distributed.refuse_fp16_ranks(config.precision)
+        self.precision_critic = Precision(config.precision, self.device)  # one loss scaler per optimizer
+        self.precision_generator = Precision(config.precision, self.device)
         self.noise = torch.Generator().manual_seed(config.seed + 1)
         self.penalty_rng = torch.Generator().manual_seed(config.seed + 2)
         self.evaluator = GanEvaluator(config, self.critic, self.generator, self.dataset, self.held_out,
@@ -157,9 +171,9 @@ class GanTask:
             real = real.to(self.device)
             labels = labels.to(self.device) if c.conditional else None
             stats = critic_step(self.critic, self.generator, self.opt_critic, self.method, real, labels,
-                                self.noise, self.penalty_rng, self.shard)
+                                self.noise, self.penalty_rng, self.shard, self.precision_critic)
         stats |= generator_step(self.critic, self.generator, self.opt_generator, c.batch_size, self.noise,
-                                self.device, self.shard)
+                                self.device, self.shard, self.precision_generator)
         return scalars_to_host(stats)  # one host sync per step, for the NaN guard
 
     def evaluate(self, step: int, folder: Path) -> dict[str, float]:
@@ -174,6 +188,8 @@ class GanTask:
             "opt_critic": self.opt_critic.state_dict(), "opt_generator": self.opt_generator.state_dict(),
             "batches": self.batches.state_dict(), "noise": self.noise.get_state(),
             "penalty_rng": self.penalty_rng.get_state(), "method": self.method.state_dict(),
+            "scaler_critic": self.precision_critic.state_dict(),
+            "scaler_generator": self.precision_generator.state_dict(),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -185,6 +201,8 @@ class GanTask:
         self.noise.set_state(state["noise"])
         self.penalty_rng.set_state(state["penalty_rng"])
         self.method.load_state_dict(state.get("method", {}))  # after the critic: terms refer to its weights
+        self.precision_critic.load_state_dict(state.get("scaler_critic", {}))
+        self.precision_generator.load_state_dict(state.get("scaler_generator", {}))
 
 
 def fit(config: GanConfig, *, resume: bool = False) -> dict[str, Any]:

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from .device import check_device
+from .precision import check_precision
 
 MAX_DEPTH = 1000  # hidden layers of an MLP: far beyond any real use, small enough to fail fast
 # Fields a resumed run may change: how long it runs, how often it reports, where it runs.
@@ -30,6 +31,7 @@ class RunConfig:
     keep_checkpoints: int = 2  # newest checkpoints kept, so a bad write never loses the run
     log_every: int = 1  # append a metrics.jsonl row every this many steps
     progress: bool = True  # tqdm progress bar with live metrics
+    precision: str = "fp32"  # fp32 | bf16 | fp16 (autocast forwards; fp16 with loss scaling)
 
 
 def check_config(config: RunConfig) -> None:
@@ -46,6 +48,7 @@ def check_config(config: RunConfig) -> None:
     if Path(config.out).exists() and not Path(config.out).is_dir():
         raise ValueError(f"out={config.out!r} is a file: the output must be a folder (new, or a run to --resume)")
     check_device(config.device)
+    check_precision(config.precision)
 
 
 C = TypeVar("C", bound=RunConfig)

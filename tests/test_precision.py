@@ -1,0 +1,79 @@
+"""--precision bf16 / fp16 (issue 12): every critic stays finite, the gradient penalty is the
+same function in every precision (closed form on a linear critic), fp16 runs resume exactly
+(the loss scaler is checkpointed), and bad values are one-line errors."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+import torch.nn as nn
+
+import lipkit as lk
+from lipkit.methods import method_names
+from lipkit.train.gan import GanConfig, fit
+from lipkit.train.precision import Precision
+
+
+def gan(out, critic: str, precision: str, steps: int = 50, **extra) -> GanConfig:
+    return GanConfig(out=str(out), data="gaussians8", critic=critic, steps=steps, width=16, g_width=16, depth=2,
+                     batch_size=16, n_critic=2, warmup_n_critic=0, eval_every=0, lower_bound_steps=0,
+                     certify=False, image_metrics=False, progress=False, eval_samples=32, precision=precision,
+                     log_every=1, **extra)
+
+
+def losses(folder) -> list[dict]:
+    return [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_every_critic_stays_finite_for_50_steps(precision, tmp_path):
+    for critic in method_names("critic"):
+        fit(gan(tmp_path / critic, critic, precision))  # a non-finite loss would raise NonFiniteLossError
+        last = losses(tmp_path / critic)[-1]
+        assert last["step"] == 50 and all(v == v for v in last.values() if isinstance(v, float)), critic
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_gradient_penalty_under_autocast_is_the_fp32_closed_form(dtype):
+    """A linear critic w.x has input gradient w at every point: GP = (||w|| - 1)^2, and its
+    weight gradient through a GradScaler (fp16) is 2 (||w|| - 1) w / ||w|| once unscaled."""
+    torch.manual_seed(0)
+    critic = nn.Linear(5, 1)
+    real, fake = torch.randn(8, 5), torch.randn(8, 5)
+    w = critic.weight.detach()[0]
+    expected = (w.norm() - 1) ** 2
+    scaler = torch.amp.GradScaler("cpu", enabled=dtype == torch.float16)
+    with torch.autocast("cpu", dtype=dtype):
+        fake_half = critic(fake) * 0 + fake.to(dtype)  # a generated batch arrives in half precision
+        penalty = lk.gradient_penalty(critic, real, fake_half.detach())
+    assert penalty.dtype == torch.float32
+    torch.testing.assert_close(penalty, expected, rtol=1e-6, atol=1e-7)
+    scaler.scale(penalty).backward()
+    scaler.unscale_(torch.optim.SGD(critic.parameters(), lr=0.1))
+    torch.testing.assert_close(critic.weight.grad[0], 2 * (w.norm() - 1) * w / w.norm(), rtol=1e-5, atol=1e-6)
+
+
+def test_an_fp16_run_resumes_exactly(tmp_path):
+    fit(gan(tmp_path / "whole", "gp", "fp16", steps=10))
+    fit(gan(tmp_path / "split", "gp", "fp16", steps=5, checkpoint_every=5))
+    fit(gan(tmp_path / "split", "gp", "fp16", steps=10, checkpoint_every=5), resume=True)
+    for a, b in zip(losses(tmp_path / "whole"), losses(tmp_path / "split"), strict=True):
+        trained = {"step", "loss_critic", "loss_generator", "w1_critic", "penalty"}  # (the split run evaluates at 5)
+        assert {k: a[k] for k in trained} == {k: b[k] for k in trained}
+
+
+def test_bad_precisions_are_one_line_errors(tmp_path, monkeypatch):
+    with pytest.raises(ValueError, match=r"precision='fp8' is not allowed; choose one of \('fp32', 'bf16', 'fp16'\)"):
+        fit(gan(tmp_path / "a", "sn", "fp8"))
+    from lipkit.train import distributed
+
+    monkeypatch.setattr(distributed, "world_size", lambda: 2)
+    with pytest.raises(ValueError, match="fp16 with 2 ranks is not supported"):
+        distributed.refuse_fp16_ranks("fp16")
+    distributed.refuse_fp16_ranks("bf16")  # fine
+
+
+def test_fp32_is_the_plain_step():
+    precision = Precision("fp32", "cpu")
+    assert not precision.scaler.is_enabled() and precision.state_dict() == {}

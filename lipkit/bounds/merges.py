@@ -163,7 +163,7 @@ def chain_rule(layers: list[nn.Module], shapes: list[tuple[int, ...]], method: s
         matrix = items[0].weight.detach().to(torch.float64)
         for item in items[1:]:
             matrix = item.weight.detach().to(torch.float64) @ matrix
-        return LayerRule(float(torch.linalg.matrix_norm(matrix, ord=2)), note + "exact (SVD of the product)")
+        return LayerRule(dense_top_singular_value(matrix), note + "exact (SVD of the product)")
     in_dim, out_dim = math.prod(items[0].in_shape), math.prod(items[-1].out_shape)
     small = min(in_dim, out_dim) <= SMALL_DENSE_DIM and in_dim * out_dim <= SMALL_DENSE_ELEMENTS
     if method == "exact" and not small:

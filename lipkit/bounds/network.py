@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.fx as fx
 import torch.nn as nn
+from tqdm.auto import tqdm
 
 from ..norms.measure import spectral_norm
 from ..norms.operators import CONV_TRANSPOSE, as_input_shape
@@ -112,7 +113,8 @@ def _trace(model: nn.Module) -> fx.GraphModule:
     return fx.GraphModule(model, graph)
 
 
-def lipschitz_bound(model: nn.Module, input_shape, method: str = "gram", *, merge: bool = True) -> LipschitzBound:
+def lipschitz_bound(model: nn.Module, input_shape, method: str = "gram", *, merge: bool = True,
+                    progress: bool = False) -> LipschitzBound:
     """Certified upper bound on the Lipschitz constant of `model` (eval mode), l2 to l2.
 
     input_shape: one sample's shape, no batch dim, e.g. (3, 32, 32).
@@ -121,6 +123,8 @@ def lipschitz_bound(model: nn.Module, input_shape, method: str = "gram", *, merg
     merge: bound runs of consecutive linear layers as one map (eval BatchNorm folded into
     its conv / Linear, composites exact where small: bounds/merges.py); False multiplies
     every layer's bound (the plain product, for comparison).
+    progress: a bar over the layers on stderr (the CLI turns it on at a terminal): large
+    models take minutes on a CPU.
     Returns .upper and .layers (one row per layer, in call order; .table() prints them).
     """
     if method not in BOUND_METHODS:
@@ -155,7 +159,10 @@ def lipschitz_bound(model: nn.Module, input_shape, method: str = "gram", *, merg
             _walk(gm, method, problems := [])  # every refusal first, in one error, before any norm
             if problems:
                 raise UnsupportedLayerError(_unsupported_message(type(model).__name__, problems))
-            return _walk(gm, method, chains=linear_chains(gm) if merge else {})
+            chains = linear_chains(gm) if merge else {}
+            layers = sum(n.op == "call_module" for n in gm.graph.nodes)
+            with tqdm(total=layers, disable=not progress, desc="layers", leave=False, dynamic_ncols=True) as bar:
+                return _walk(gm, method, chains=chains, bar=bar)
     finally:
         for m, training in modes.items():
             m.train(training)
@@ -172,7 +179,7 @@ def _sample_shape(node: fx.Node) -> tuple[int, ...] | None:
 
 
 def _walk(gm: fx.GraphModule, method: str, problems: list[tuple[str, str]] | None = None,
-          chains: dict[fx.Node, list[fx.Node]] | None = None) -> LipschitzBound:
+          chains: dict[fx.Node, list[fx.Node]] | None = None, bar: tqdm | None = None) -> LipschitzBound:
     """The bound, node by node. With `problems` (a list): a dry run that computes no layer norm
     (each layer counts as 1) and collects every refusal as (layer type or "", message).
     chains: {last node: nodes} of linear layers bounded as one map (merges.linear_chains)."""
@@ -197,8 +204,10 @@ def _walk(gm: fx.GraphModule, method: str, problems: list[tuple[str, str]] | Non
             lip[node] = None  # never read: the chain's last node reads the chain's input
         elif node in chains:
             rows += _chain_rule(chains[node], modules, lip, method)
+            bar is not None and bar.update(len(chains[node]))
         elif node.op == "call_module":
             rows += _module_rule(node, modules[node.target], lip, method)
+            bar is not None and bar.update(1)
         else:
             try:
                 if "lipkit_shape" in node.meta:

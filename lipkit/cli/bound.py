@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import sys
 from pathlib import Path
 
 import torch
@@ -81,7 +82,8 @@ def _run_critic(state: dict) -> nn.Module:
 
 def cmd_bound(args: argparse.Namespace) -> int:
     model = load_model(args.target).eval()  # the network as deployed: BatchNorm running stats, no dropout
-    result = lipschitz_bound(model, args.input_shape, method=args.method, merge=args.merge)
+    result = lipschitz_bound(model, args.input_shape, method=args.method, merge=args.merge,
+                             progress=sys.stderr.isatty())
     print(result.table())
     print(f"\ncertified upper bound ({args.method}, eval mode): {result.upper:.6g}")
     if args.samples > 0:

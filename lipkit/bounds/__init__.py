@@ -3,7 +3,8 @@ multiplies per-layer rules), the per-layer rule registry (layer_rules.py: single
 extended with register_layer_bound) and the empirical lower bound (lower.py)."""
 from .layer_rules import LayerRule, UnsupportedLayerError, register_layer_bound
 from .lower import lipschitz_lower_bound
-from .network import BOUND_METHODS, LayerRow, LipschitzBound, lipschitz_bound
+from .network import BOUND_METHODS, lipschitz_bound
+from .result import LayerRow, LipschitzBound
 
 __all__ = ["BOUND_METHODS", "LayerRow", "LayerRule", "LipschitzBound", "UnsupportedLayerError",
            "lipschitz_bound", "lipschitz_lower_bound", "register_layer_bound"]

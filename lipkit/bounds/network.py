@@ -18,7 +18,6 @@ under no_grad and restore the training flags after, so no constraint state moves
 from __future__ import annotations
 
 from collections import OrderedDict
-from dataclasses import dataclass, field
 
 import torch
 import torch.fx as fx
@@ -31,44 +30,12 @@ from ..train_mode import MODE_DEPENDENT, describe, layers_in_train_mode
 from .function_rules import function_rule, in_place_target, operand_nodes, write_in_place
 from .layer_rules import LayerRule, UnsupportedLayerError, has_layer_bound, layer_bound
 from .merges import chain_rule, linear_chains
+from .result import LayerRow, LipschitzBound
 
 BOUND_METHODS = ("gram", "exact")
 # The graph is probed at two batch sizes: a value whose leading dim does not follow the
 # batch size mixes samples (e.g. x - x.mean(0)) and has no per-sample Lipschitz constant.
 _PROBE_BATCHES = ("lipkit_shape", 2), ("lipkit_shape_alt", 3)
-
-@dataclass(frozen=True)
-class LayerRow:
-    name: str  # qualified module name (or the function) in the traced graph
-    kind: str  # layer type
-    input_shape: tuple[int, ...]  # one sample, no batch dim
-    bound: float  # certified Lipschitz constant of this layer
-    how: str  # method or reason
-    reshaped_sigma: float | None  # sigma of the reshaped weight (torch/SN-GAN convention)
-    cumulative: float  # certified constant of the network up to and including this layer
-
-
-@dataclass(frozen=True)
-class LipschitzBound:
-    upper: float
-    layers: list[LayerRow] = field(default_factory=list)
-    method: str = "gram"
-
-    def __float__(self) -> float:
-        return self.upper
-
-    def table(self) -> str:
-        """The per-layer table as aligned text."""
-        head = ("layer", "type", "input", "sigma(reshaped)", "bound", "cumulative", "how")
-        rows = [head] + [
-            (r.name, r.kind, "x".join(map(str, r.input_shape)),
-             "-" if r.reshaped_sigma is None else f"{r.reshaped_sigma:.4f}",
-             f"{r.bound:.4f}", f"{r.cumulative:.4g}", r.how)
-            for r in self.layers
-        ]
-        widths = [max(len(row[i]) for row in rows) for i in range(len(head))]
-        return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows)
-
 
 class _ShapeRecorder(fx.Interpreter):
     """Runs the graph once on a probe batch and records every tensor value's shape."""

@@ -63,19 +63,7 @@ def gradient_penalty(
                          "per-sample input gradients and the gradient penalty are meaningless; remove BatchNorm from "
                          "the critic (WGAN-GP uses LayerNorm or none) or call critic.eval() first")
     real, fake = real.detach(), fake.detach()
-    if at == "real":
-        x = real
-    elif at == "fake":
-        x = fake
-    else:
-        eps_shape = (real.shape[0],) + (1,) * (real.dim() - 1)
-        if eps is None:
-            gen_device = generator.device if generator is not None else real.device
-            eps = torch.rand(eps_shape, generator=generator, device=gen_device, dtype=real.dtype)
-        elif tuple(eps.shape) != eps_shape:
-            raise ValueError(f"eps must have shape {eps_shape} (one weight per sample), got {tuple(eps.shape)}")
-        eps = eps.to(device=real.device, dtype=real.dtype)
-        x = eps * real + (1 - eps) * fake
+    x = real if at == "real" else fake if at == "fake" else _interpolate(real, fake, eps, generator)
     # Under autocast (--precision bf16 / fp16) the penalty is computed in fp32: its input
     # gradient and the double backward through it would otherwise run in half precision
     # (underflow in fp16), and the penalty would change with the precision.
@@ -90,6 +78,18 @@ def gradient_penalty(
     if one_sided:
         excess = torch.relu(excess)
     return excess.pow(2).mean()
+
+
+def _interpolate(real: Tensor, fake: Tensor, eps: Tensor | None, generator: torch.Generator | None) -> Tensor:
+    """eps * real + (1 - eps) * fake, one eps ~ U[0, 1] per sample (given, or drawn)."""
+    eps_shape = (real.shape[0],) + (1,) * (real.dim() - 1)
+    if eps is None:
+        gen_device = generator.device if generator is not None else real.device
+        eps = torch.rand(eps_shape, generator=generator, device=gen_device, dtype=real.dtype)
+    elif tuple(eps.shape) != eps_shape:
+        raise ValueError(f"eps must have shape {eps_shape} (one weight per sample), got {tuple(eps.shape)}")
+    eps = eps.to(device=real.device, dtype=real.dtype)
+    return eps * real + (1 - eps) * fake
 
 
 def input_gradient(critic: Callable[..., Tensor], x: Tensor, labels: Tensor | None = None) -> Tensor:

@@ -41,7 +41,7 @@ from ..methods import Batch, apply_method
 from ..metrics.robust import robust_report
 from . import distributed
 from .clf_config import ClfConfig, resolve_config, steps_for_epochs
-from .precision import Precision
+from .precision import Precision, at_least_fp32
 from .run import run, scalars_to_host
 
 __all__ = ["ClfConfig", "ClfTask", "fit", "resolve_config", "steps_for_epochs"]
@@ -115,7 +115,7 @@ class ClfTask:
             x, y = self.shard.take(x), self.shard.take(y)
         self.model.train()
         with self.precision.autocast():
-            logits = self.model(x).float()
+            logits = at_least_fp32(self.model(x))
             ce = F.cross_entropy(logits, y)  # logged for every loss, comparable across runs
             task_loss = classification_loss(self.config, logits, y)
             # lam weights the method's penalty (zero for a constraint-only method)

@@ -30,7 +30,7 @@ from . import distributed
 from .distributed import Shard
 from .gan_config import GanConfig, resolve_config
 from .gan_eval import GanEvaluator
-from .precision import Precision
+from .precision import Precision, at_least_fp32
 from .presets import make_optimizer, n_critic_at
 from .run import run, scalars_to_host
 
@@ -90,7 +90,7 @@ def critic_update(critic: nn.Module, optimizer: torch.optim.Optimizer, method: A
     in a multi-rank job, these batches are this rank's rows of the global batch; precision:
     autocast and loss scaling (--precision), None for plain fp32."""
     with precision.autocast() if precision is not None else contextlib.nullcontext():
-        w1 = score(critic, real, labels).float().mean() - score(critic, fake, labels).float().mean()
+        w1 = at_least_fp32(score(critic, real, labels)).mean() - at_least_fp32(score(critic, fake, labels)).mean()
         penalty = method.penalty(Batch(real, labels, fake=fake, generator=penalty_rng, shard=shard))
     loss = -w1 + penalty
     _backward_step(loss, optimizer, precision)
@@ -126,7 +126,7 @@ def generator_step(critic: nn.Module, generator: models.Generator, optimizer: to
     critic.requires_grad_(False)  # no critic gradients to compute or to leak into its step
     try:
         with precision.autocast() if precision is not None else contextlib.nullcontext():
-            loss = -score(critic, generator(z, labels), labels).float().mean()
+            loss = -at_least_fp32(score(critic, generator(z, labels), labels)).mean()
         _backward_step(loss, optimizer, precision)
     finally:
         critic.requires_grad_(True)

@@ -22,6 +22,11 @@ PRECISIONS = ("fp32", "bf16", "fp16")
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
+def at_least_fp32(t: Tensor) -> Tensor:
+    """Half-precision results (under autocast) as fp32 for losses; fp32 / fp64 unchanged."""
+    return t.float() if t.dtype in (torch.float16, torch.bfloat16) else t
+
+
 def check_precision(name: str) -> None:
     if name not in PRECISIONS:
         raise ValueError(f"precision={name!r} is not allowed; choose one of {PRECISIONS}")

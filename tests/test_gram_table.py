@@ -1,6 +1,7 @@
 """Issue 11's table: the certified Gram bound (lk.operator_norm(..., "gram")) against the exact
-norm (dense SVD) for every conv geometry of the SN contract test, at 16 and 32 per spatial
-side (8 for Conv3d; ConvTranspose at 16, whose 32 output side is the dense limit). The bound
+norm (dense SVD) for every conv geometry of the SN contract test, at 16 per spatial side
+(and 32 for 1-D layers and dilation 2; 8 for Conv3d). Measured once at 32 for every 2-D
+geometry: reflect +95.7%, replicate +84.8%, circular 0, the others +0.27% to +0.99%. The bound
 must never be below the exact norm, and the issue asks for <= 1% above it. Where lipkit is
 not there yet the case is a strict xfail carrying the measured excess (a fix turns it red
 and its mark must go): small domains (Conv3d at 8^3 +8.8%, stride 2 at 16 +1.3%), dilation
@@ -19,14 +20,18 @@ TOL = 0.01
 # (geometry, side): measured gram / exact - 1 with torch.manual_seed(0) weights
 ABOVE_ONE_PERCENT = {
     ("conv3d", 8): "+8.76%", ("stride2", 16): "+1.31%", ("dilation2", 16): "+3.66%",
-    ("reflect", 16): "+94.3%", ("reflect", 32): "+95.7%", ("replicate", 16): "+83.5%", ("replicate", 32): "+84.8%",
+    ("reflect", 16): "+94.3%", ("replicate", 16): "+83.5%",
 }
 
 
 def cases():
     for name, (_, shape) in GEOMETRIES.items():
         spatial = len(shape) - 1
-        sides = (8,) if spatial == 3 else (16,) if name.startswith("transpose") else (16, 32)
+        # 32 per side only where it is cheap (1-D) or tells something (dilation is +0.99% there):
+        # the 2-D 32x32 dense SVDs take 7-12 s each, and CI must stay under 30 minutes
+        sides = (8,) if spatial == 3 else (16, 32) if spatial == 1 or name == "dilation2" else (16,)
+        if name.startswith("transpose"):
+            sides = (16,)
         for side in sides:
             marks = [pytest.mark.slow] if side == 32 else []
             if (name, side) in ABOVE_ONE_PERCENT:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
+from small_runs import tiny_gan
 
 from lipkit.train import classify, clf_config, gan, gan_config
 
@@ -17,10 +18,7 @@ run_module = importlib.import_module("lipkit.train.run")  # the module (lipkit.t
 
 
 def gan_case(out: str, critic: str, steps: int = 10) -> gan_config.GanConfig:
-    return gan_config.GanConfig(out=out, data="gaussians8", critic=critic, steps=steps, width=16, g_width=16, depth=2,
-                                batch_size=16, n_critic=2, warmup_n_critic=0, eval_every=0, log_every=1,
-                                lower_bound_steps=0, certify=False, image_metrics=False, progress=False,
-                                eval_samples=32, checkpoint_every=5)
+    return tiny_gan(out, critic, steps, checkpoint_every=5)
 
 
 def clf_case(out: str, reg: str, steps: int = 10) -> clf_config.ClfConfig:

@@ -122,12 +122,9 @@ def test_a_subclass_with_its_own_forward_is_not_merged() -> None:
 
 def test_resnet_basic_block_folds_every_conv_bn_pair() -> None:
     """torchvision's BasicBlock: conv1+bn1, conv2+bn2 and the downsample conv+bn are rows."""
-    from torchvision_models import torchvision_models
+    from torchvision_models import require_torchvision_models
 
-    models = torchvision_models()
-    if models is None:
-        pytest.skip("torchvision is not installed")
-    block = models.resnet.BasicBlock(4, 8, stride=2, downsample=nn.Sequential(
+    block = require_torchvision_models().resnet.BasicBlock(4, 8, stride=2, downsample=nn.Sequential(
         nn.Conv2d(4, 8, 1, 2, bias=False), nn.BatchNorm2d(8)))
     for layer in block.modules():
         if isinstance(layer, nn.BatchNorm2d):

@@ -8,12 +8,11 @@ import math
 
 import pytest
 import torch
-from torchvision_models import torchvision_models
+from torchvision_models import require_torchvision_models
 
 import lipkit as lk
 
-models = torchvision_models()
-pytestmark = pytest.mark.skipif(models is None, reason="torchvision is a test dependency: pip install '.[test]'")
+models = require_torchvision_models()  # a test dependency: missing is a failure, never a skip
 SHAPE = (3, 16, 16)
 SMALLEST = {"squeezenet1_0": (3, 32, 32), "densenet121": (3, 32, 32)}  # their pools need more than 16x16
 SUPPORTED = [("squeezenet1_0", False), ("shufflenet_v2_x0_5", False), ("resnet18", True), ("mobilenet_v2", True),

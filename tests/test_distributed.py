@@ -4,7 +4,6 @@ hold identical weights and power-iteration buffers, rank 0 alone writes checkpoi
 2-rank run stopped after its step-5 checkpoint and resumed continues exactly."""
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -13,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 from distributed_worker import CASES, gan_case, model_state
+from small_runs import metric_rows
 
 from lipkit.train import classify, clf_config, gan, gan_config
 from lipkit.train.run import run
@@ -41,10 +41,6 @@ def one_rank(config) -> dict[str, torch.Tensor]:
     return model_state(tasks[-1])
 
 
-def rows(folder: Path) -> list[dict]:
-    return [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
-
-
 def assert_same_losses(a: list[dict], b: list[dict]) -> None:
     assert [r["step"] for r in a] == [r["step"] for r in b] == list(range(1, 11))
     for ra, rb in zip(a, b):
@@ -58,7 +54,7 @@ def assert_same_losses(a: list[dict], b: list[dict]) -> None:
 def test_two_ranks_equal_one_rank_on_the_global_batch(case, two_rank_runs, tmp_path):
     folder = two_rank_runs / case
     reference = one_rank(CASES[case](str(tmp_path / case)))
-    assert_same_losses(rows(tmp_path / case), rows(folder))
+    assert_same_losses(metric_rows(tmp_path / case), metric_rows(folder))
     rank0, rank1 = (torch.load(folder / f"rank{r}.pt") for r in (0, 1))
     for key in rank0:  # identical on both ranks, u / v buffers included
         assert torch.equal(rank0[key], rank1[key]), key
@@ -71,7 +67,7 @@ def test_two_ranks_equal_one_rank_on_the_global_batch(case, two_rank_runs, tmp_p
 
 
 def test_a_two_rank_run_resumes_exactly(two_rank_runs):
-    assert_same_losses(rows(two_rank_runs / "gan-gp"), rows(two_rank_runs / "gan-gp-resumed"))
+    assert_same_losses(metric_rows(two_rank_runs / "gan-gp"), metric_rows(two_rank_runs / "gan-gp-resumed"))
     final, resumed = (torch.load(two_rank_runs / name / "rank1.pt") for name in ("gan-gp", "gan-gp-resumed"))
     for key in final:
         assert torch.equal(final[key], resumed[key]), key

@@ -3,11 +3,10 @@ same function in every precision (closed form on a linear critic), fp16 runs res
 (the loss scaler is checkpointed), and bad values are one-line errors."""
 from __future__ import annotations
 
-import json
-
 import pytest
 import torch
 import torch.nn as nn
+from small_runs import metric_rows, tiny_gan
 
 import lipkit as lk
 from lipkit.methods import method_names
@@ -16,21 +15,14 @@ from lipkit.train.precision import Precision
 
 
 def gan(out, critic: str, precision: str, steps: int = 50, **extra) -> GanConfig:
-    return GanConfig(out=str(out), data="gaussians8", critic=critic, steps=steps, width=16, g_width=16, depth=2,
-                     batch_size=16, n_critic=2, warmup_n_critic=0, eval_every=0, lower_bound_steps=0,
-                     certify=False, image_metrics=False, progress=False, eval_samples=32, precision=precision,
-                     log_every=1, **extra)
-
-
-def losses(folder) -> list[dict]:
-    return [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
+    return tiny_gan(out, critic, steps, precision=precision, **extra)
 
 
 @pytest.mark.parametrize("precision", ["bf16", "fp16"])
 def test_every_critic_stays_finite_for_50_steps(precision, tmp_path):
     for critic in method_names("critic"):
         fit(gan(tmp_path / critic, critic, precision))  # a non-finite loss would raise NonFiniteLossError
-        last = losses(tmp_path / critic)[-1]
+        last = metric_rows(tmp_path / critic)[-1]
         assert last["step"] == 50 and all(v == v for v in last.values() if isinstance(v, float)), critic
 
 
@@ -58,7 +50,7 @@ def test_an_fp16_run_resumes_exactly(tmp_path):
     fit(gan(tmp_path / "whole", "gp", "fp16", steps=10))
     fit(gan(tmp_path / "split", "gp", "fp16", steps=5, checkpoint_every=5))
     fit(gan(tmp_path / "split", "gp", "fp16", steps=10, checkpoint_every=5), resume=True)
-    for a, b in zip(losses(tmp_path / "whole"), losses(tmp_path / "split"), strict=True):
+    for a, b in zip(metric_rows(tmp_path / "whole"), metric_rows(tmp_path / "split"), strict=True):
         trained = {"step", "loss_critic", "loss_generator", "w1_critic", "penalty"}  # (the split run evaluates at 5)
         assert {k: a[k] for k in trained} == {k: b[k] for k in trained}
 

@@ -26,3 +26,12 @@ def torchvision_models():
     from torchvision import models
 
     return models
+
+
+def require_torchvision_models():
+    """torchvision.models; its absence is a failure, not a skip: it is a test dependency, and a
+    test that skips when it is missing would pass without checking anything."""
+    models = torchvision_models()
+    if models is None:
+        raise RuntimeError("torchvision is a test dependency and is not installed: pip install -e '.[test]'")
+    return models

@@ -18,6 +18,7 @@ under no_grad and restore the training flags after, so no constraint state moves
 from __future__ import annotations
 
 from collections import OrderedDict
+from typing import Callable
 
 import torch
 import torch.fx as fx
@@ -129,7 +130,7 @@ def lipschitz_bound(model: nn.Module, input_shape, method: str = "gram", *, merg
             chains = linear_chains(gm) if merge else {}
             layers = sum(n.op == "call_module" for n in gm.graph.nodes)
             with tqdm(total=layers, disable=not progress, desc="layers", leave=False, dynamic_ncols=True) as bar:
-                return _walk(gm, method, chains=chains, bar=bar)
+                return _walk(gm, method, chains=chains, advance=bar.update)
     finally:
         for m, training in modes.items():
             m.train(training)
@@ -146,10 +147,12 @@ def _sample_shape(node: fx.Node) -> tuple[int, ...] | None:
 
 
 def _walk(gm: fx.GraphModule, method: str, problems: list[tuple[str, str]] | None = None,
-          chains: dict[fx.Node, list[fx.Node]] | None = None, bar: tqdm | None = None) -> LipschitzBound:
+          chains: dict[fx.Node, list[fx.Node]] | None = None,
+          advance: Callable[[int], object] = lambda layers: None) -> LipschitzBound:
     """The bound, node by node. With `problems` (a list): a dry run that computes no layer norm
     (each layer counts as 1) and collects every refusal as (layer type or "", message).
-    chains: {last node: nodes} of linear layers bounded as one map (merges.linear_chains)."""
+    chains: {last node: nodes} of linear layers bounded as one map (merges.linear_chains);
+    advance(n): called as n more layers are bounded (a progress bar)."""
     lip: dict[fx.Node, float | None] = {}  # None: not a tensor that depends on the input
     rows: list[LayerRow] = []
     modules = dict(gm.named_modules())
@@ -171,10 +174,10 @@ def _walk(gm: fx.GraphModule, method: str, problems: list[tuple[str, str]] | Non
             lip[node] = None  # never read: the chain's last node reads the chain's input
         elif node in chains:
             rows += _chain_rule(chains[node], modules, lip, method)
-            bar is not None and bar.update(len(chains[node]))
+            advance(len(chains[node]))
         elif node.op == "call_module":
             rows += _module_rule(node, modules[node.target], lip, method)
-            bar is not None and bar.update(1)
+            advance(1)
         else:
             try:
                 if "lipkit_shape" in node.meta:

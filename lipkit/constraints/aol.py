@@ -24,24 +24,20 @@ from __future__ import annotations
 import math
 
 import torch.nn as nn
-import torch.nn.functional as F
 from torch import Tensor
 
-from ..norms.operators import CONV, CONV_TRANSPOSE, ConvGeometry
+from ..norms.operators import CONV, CONV_FN, CONV_TRANSPOSE, ConvGeometry
 from .base import Constraint, as_dtype, autocast_off, compute_dtype
 
 EPS = 1e-12  # an all-zero input channel: its column stays zero instead of 0 * inf
-_CONV_FN = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
 
 
 def _padding_factor(geometry: ConvGeometry, kernel_size: tuple[int, ...]) -> float:
     """Worst case over input sizes of ||padding map||: sqrt(most copies of one entry)."""
     if geometry.padding_mode == "zeros" or geometry.transposed:
         return 1.0
-    rev = geometry.reversed_padding
-    pads = [(rev[2 * i], rev[2 * i + 1]) for i in range(geometry.nd)][::-1]
     copies = 1
-    for (lo, hi), k, d in zip(pads, kernel_size, geometry.dilation):
+    for (lo, hi), k, d in zip(geometry.axis_pads, kernel_size, geometry.dilation):
         if geometry.padding_mode == "circular" and lo + hi <= d * (k - 1):
             continue  # a shifted circular conv, cropped: no copy reaches one output twice
         if geometry.padding_mode == "replicate":
@@ -69,7 +65,7 @@ def conv_row_sums(w: Tensor, groups: int) -> Tensor:
     # grouped conv of w with itself gives P_g[b, j, delta] at output channel g * in_g + j.
     x = w.transpose(0, 1)  # (in/g, out, k..)
     kernel = w.view(groups, out_g, in_g, *k).transpose(1, 2).reshape(groups * in_g, out_g, *k)
-    autocorr = _CONV_FN[nd](x, kernel, padding=[kk - 1 for kk in k], groups=groups)
+    autocorr = CONV_FN[nd](x, kernel, padding=[kk - 1 for kk in k], groups=groups)
     sums = autocorr.abs().view(in_g, groups, in_g, -1).sum(dim=(2, 3))  # (in/g, groups)
     return sums.T.reshape(-1)
 

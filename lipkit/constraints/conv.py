@@ -56,8 +56,9 @@ MODE_COUNT = 3  # symbol frequencies whose top modes join every refresh (measure
 # 2 carried 2.5e-3, 4 carried 2.0e-3 (one replicate seed), 6 carried <= 2.5e-5 everywhere
 # (with MODE_COUNT 3; bigger layers at 16x16 <= 7e-6).
 RUNNERS_UP = 6
-# Refresh state beyond u, v, saved with them; a checkpoint from before one existed still loads
-CARRIED = ("freq_vectors", "runner_vectors")
+# Refresh state beyond u, v, saved with them, and its empty shape (nothing carried yet); a
+# checkpoint from before one existed still loads
+CARRIED = {"freq_vectors": (0, 0, 2), "runner_vectors": (0,)}
 WARMUP_DEPTH = 4  # Krylov depth of each warm-up round
 WARMUP_ROUNDS = 50  # at most this many rounds; each keeps the best vector so far
 
@@ -95,10 +96,11 @@ class ConvSpectralNormalization(Constraint):
         self.register_buffer("u", empty.clone())
         self.register_buffer("v", empty.clone())
         self.register_buffer("sigma_grad", empty.clone(), persistent=False)  # d sigma / dW
-        # Every symbol frequency's top right singular vector (rank_modes; a complex tensor's
-        # real view), carried from update to update like u and v, and saved with them.
-        self.register_buffer("freq_vectors", empty.new_zeros(0, 0, 2))
-        self.register_buffer("runner_vectors", empty.clone())  # RUNNERS_UP x input shape
+        # Carried from update to update like u and v, and saved with them: freq_vectors, every
+        # symbol frequency's top right singular vector (rank_modes; a complex tensor's real
+        # view), and runner_vectors, the next RUNNERS_UP Ritz vectors (input-shaped).
+        for name, shape in CARRIED.items():
+            self.register_buffer(name, empty.new_zeros(shape))
         self._grid = None
         self._shape: tuple[int, ...] | None = None
         self._plan: tuple[list[list[int]], float, tuple[int, ...]] | None = None  # bound_pieces
@@ -140,13 +142,17 @@ class ConvSpectralNormalization(Constraint):
         self._shape = shape
         self._plan = bound_pieces(self.geometry, shape, self.weight_shape[2:])
         self._grid = mode_grid(self.geometry, shape, self.weight_shape)
-        self.freq_vectors = self.freq_vectors.new_zeros(0, 0, 2)
-        self.runner_vectors = self.runner_vectors.new_zeros(0)
+        self._drop_carried()
         self.watch.reset()  # vectors or cached bound gradient belong to the old shape
         self._eval_cache = None
         if not self.certified:
             self.u = start_vector(out_shape, dtype, device)
             self.v = start_vector(shape, dtype, device)
+
+    def _drop_carried(self) -> None:
+        """Empty the carried refresh state (it belongs to an input shape)."""
+        for name, shape in CARRIED.items():
+            setattr(self, name, getattr(self, name).new_zeros(shape))
 
     def _forget_shape(self) -> None:
         """Back to 'no input seen' (loading a checkpoint saved before any forward)."""
@@ -155,8 +161,7 @@ class ConvSpectralNormalization(Constraint):
         self.u, self.v = self.u.new_zeros(0), self.v.new_zeros(0)
         self.sigma_grad = self.sigma_grad.new_zeros(0)
         self._shape = self._plan = self._grid = None
-        self.freq_vectors = self.freq_vectors.new_zeros(0, 0, 2)
-        self.runner_vectors = self.runner_vectors.new_zeros(0)
+        self._drop_carried()
         self.watch.reset()
 
     def set_input_shape(self, shape: tuple[int, ...], raw: Tensor) -> None:
@@ -274,7 +279,7 @@ class ConvSpectralNormalization(Constraint):
         for name in CARRIED:
             if prefix + name in missing_keys:  # a checkpoint from before they existed:
                 missing_keys.remove(prefix + name)  # start without them at the next refresh
-                setattr(self, name, getattr(self, name).new_zeros((0, 0, 2) if name == "freq_vectors" else 0))
+                setattr(self, name, getattr(self, name).new_zeros(CARRIED[name]))
         if self._shape is not None and not self.certified:
             self.sigma_grad = self._sigma_grad(self.u, self.v)  # not saved: a function of the loaded u, v
 

@@ -77,10 +77,8 @@ def resolve_options(method: str, mode: str, options: dict[str, Any]) -> dict[str
     for key in ("bound", "c", "max_norm"):
         if key in resolved:
             _positive_number(key, resolved[key])
-    order = resolved.get("order")
-    if method == "bjorck" and (isinstance(order, bool) or order not in BJORCK_ORDERS):
-        raise ValueError(f"order must be one of {BJORCK_ORDERS} (Taylor order of a Bjorck step), "
-                         f"got {resolved['order']!r}")
+    if method == "bjorck":
+        check_bjorck_order("order", resolved["order"])
     for key in ("soft", "certified"):
         if key in resolved and not isinstance(resolved[key], bool):
             raise ValueError(f"{key} must be True or False, got {resolved[key]!r}")
@@ -99,6 +97,12 @@ def resolve_options(method: str, mode: str, options: dict[str, Any]) -> dict[str
         if resolved["input_shape"] is not None and resolved["operator"] != "conv":
             raise ValueError("input_shape is only used with operator='conv'")
     return resolved
+
+
+def check_bjorck_order(key: str, value: Any) -> None:
+    """The Taylor order of a Bjorck step (also the lipnet configs' bjorck_order)."""
+    if isinstance(value, bool) or value not in BJORCK_ORDERS:
+        raise ValueError(f"{key} must be one of {BJORCK_ORDERS} (Taylor order of a Bjorck step), got {value!r}")
 
 
 def _positive_int(key: str, value: Any) -> None:

@@ -54,14 +54,12 @@ class ModeGrid:
 
 def mode_grid(geometry: ConvGeometry, in_shape: tuple[int, ...], weight_shape: tuple[int, ...]) -> ModeGrid:
     """The ModeGrid of a layer at `in_shape` (no batch dim)."""
-    nd = geometry.nd
     sizes, _, _ = symbol_plan(geometry, in_shape, tuple(weight_shape[2:]))
     if geometry.transposed:
         spatial, offsets = [n - p for n, p in zip(sizes, geometry.padding)], list(geometry.padding)
         channels = weight_shape[1] * geometry.groups
     else:
-        rev = geometry.reversed_padding
-        spatial, offsets = list(in_shape[1:]), [rev[2 * i] for i in range(nd)][::-1]
+        spatial, offsets = list(in_shape[1:]), [lo for lo, _ in geometry.axis_pads]
         channels = in_shape[0]
     blocks = tuple(math.ceil(n / s) for n, s in zip(sizes, geometry.stride))
     return ModeGrid(tuple(geometry.stride), tuple(geometry.dilation), tuple(sizes), blocks, tuple(spatial),

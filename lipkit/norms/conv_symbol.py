@@ -104,7 +104,6 @@ def symbol_plan(geometry: ConvGeometry, in_shape, kernel_size) -> tuple[list[int
     docstring); conv_symbol and the certified spectral constraint both use it.
     """
     spatial = tuple(in_shape[1:])
-    nd = geometry.nd
     if geometry.transposed:
         # conv_transpose is the adjoint of the conv with the same weight, stride, padding,
         # dilation and groups acting on the transposed conv's OUTPUT: same norm.
@@ -114,8 +113,7 @@ def symbol_plan(geometry: ConvGeometry, in_shape, kernel_size) -> tuple[list[int
                                          geometry.dilation, kernel_size, geometry.output_padding)
         ]
         return [n + p for n, p in zip(out, geometry.padding)], 1.0, False  # as zero padding below
-    rev = geometry.reversed_padding  # torch stores (left, right) pairs last dim first
-    pads = [(rev[2 * i], rev[2 * i + 1]) for i in range(nd)][::-1]
+    pads = geometry.axis_pads
     k_eff = [d * (k - 1) + 1 for d, k in zip(geometry.dilation, kernel_size)]
     same = all(lo + hi == k - 1 for (lo, hi), k in zip(pads, k_eff))
     divisible = all(n % s == 0 for n, s in zip(spatial, geometry.stride))
@@ -171,8 +169,7 @@ def bound_pieces(geometry: ConvGeometry, in_shape, kernel_size) -> tuple[list[li
         n_in = [n - p for n, p in zip(sizes, geometry.padding)]
         los, n_out = list(geometry.padding), list(spatial)
     else:
-        rev = geometry.reversed_padding
-        pads = [(rev[2 * i], rev[2 * i + 1]) for i in range(geometry.nd)][::-1]
+        pads = geometry.axis_pads
         n_in, los = list(spatial), [lo for lo, _ in pads]
         n_out = [(n + lo + hi - d * (k - 1) - 1) // s + 1
                  for n, (lo, hi), d, k, s in zip(spatial, pads, dilation, kernel_size, geometry.stride)]

@@ -24,8 +24,8 @@ AVGPOOL = (nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d)
 IDENTITY_LIKE = (nn.Flatten, nn.Identity, nn.Unflatten)
 SUPPORTED = (nn.Linear, *CONV, *CONV_TRANSPOSE, *BATCHNORM, *AVGPOOL, *IDENTITY_LIKE)
 
-_CONV_FN = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
-_CONV_T_FN = {1: F.conv_transpose1d, 2: F.conv_transpose2d, 3: F.conv_transpose3d}
+CONV_FN = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
+CONV_T_FN = {1: F.conv_transpose1d, 2: F.conv_transpose2d, 3: F.conv_transpose3d}
 
 
 @dataclass(frozen=True)
@@ -99,12 +99,12 @@ def build_operator(layer: nn.Module, in_shape: tuple[int, ...], dtype: torch.dty
         forward = lambda x: layer._conv_forward(x, w, None)  # noqa: E731  (handles padding_mode)
     elif isinstance(layer, CONV_TRANSPOSE):
         nd = len(in_shape) - 1
-        fn = _CONV_T_FN[nd]
+        fn = CONV_T_FN[nd]
         forward = lambda x: fn(  # noqa: E731
             x, w, None, layer.stride, layer.padding, layer.output_padding, layer.groups,
             layer.dilation,
         )
-        adjoint = lambda y: _CONV_FN[nd](  # noqa: E731
+        adjoint = lambda y: CONV_FN[nd](  # noqa: E731
             y, w, None, layer.stride, layer.padding, layer.dilation, layer.groups
         )
     elif isinstance(layer, BATCHNORM):
@@ -130,7 +130,7 @@ def build_operator(layer: nn.Module, in_shape: tuple[int, ...], dtype: torch.dty
         op = conv_output_padding(layer, in_shape[1:], out_shape[1:])
         if op is not None:
             nd = len(in_shape) - 1
-            adjoint = lambda y: _CONV_T_FN[nd](  # noqa: E731
+            adjoint = lambda y: CONV_T_FN[nd](  # noqa: E731
                 y, w, None, layer.stride, layer.padding, op, layer.groups, layer.dilation
             )
     if adjoint is None:
@@ -227,6 +227,13 @@ class ConvGeometry:
     reversed_padding: tuple[int, ...]  # F.pad order, used for non-zero padding modes
     output_padding: tuple[int, ...]  # ConvTranspose only
 
+    @property
+    def axis_pads(self) -> list[tuple[int, int]]:
+        """(low, high) padding of each spatial axis in axis order (a conv, not a ConvTranspose);
+        torch stores them as reversed_padding, last axis first."""
+        rev = self.reversed_padding
+        return [(rev[2 * i], rev[2 * i + 1]) for i in range(self.nd)][::-1]
+
     @classmethod
     def of(cls, layer: nn.Module) -> "ConvGeometry":
         if not isinstance(layer, (*CONV, *CONV_TRANSPOSE)):
@@ -248,14 +255,14 @@ class ConvGeometry:
     def forward(self, x: Tensor, weight: Tensor) -> Tensor:
         """The layer's map without bias: (B, *in_shape) -> (B, *out_shape)."""
         if self.transposed:
-            return _CONV_T_FN[self.nd](
+            return CONV_T_FN[self.nd](
                 x, weight, None, self.stride, self.padding, self.output_padding, self.groups,
                 self.dilation,
             )
         if self.padding_mode != "zeros":
             x = F.pad(x, self.reversed_padding, mode=self.padding_mode)
-            return _CONV_FN[self.nd](x, weight, None, self.stride, 0, self.dilation, self.groups)
-        return _CONV_FN[self.nd](x, weight, None, self.stride, self.padding, self.dilation, self.groups)
+            return CONV_FN[self.nd](x, weight, None, self.stride, 0, self.dilation, self.groups)
+        return CONV_FN[self.nd](x, weight, None, self.stride, self.padding, self.dilation, self.groups)
 
     def output_shape(self, in_shape: tuple[int, ...], weight_shape: tuple[int, ...]) -> tuple[int, ...]:
         """Output shape (no batch dim) for inputs of in_shape, computed on the meta device."""
@@ -270,7 +277,7 @@ class ConvGeometry:
         """The transpose map: (B, *out_shape) -> (B, *in_shape)."""
         k = weight.shape[2:]
         if self.transposed:
-            x = _CONV_FN[self.nd](y, weight, None, self.stride, self.padding, self.dilation, self.groups)
+            x = CONV_FN[self.nd](y, weight, None, self.stride, self.padding, self.dilation, self.groups)
             if tuple(x.shape[1:]) == tuple(in_shape):
                 return x
         elif self.padding_mode == "zeros" and not isinstance(self.padding, str):
@@ -280,7 +287,7 @@ class ConvGeometry:
                     in_shape[1:], y.shape[2:], self.stride, self.padding, self.dilation, k
                 )
             )
-            return _CONV_T_FN[self.nd](
+            return CONV_T_FN[self.nd](
                 y, weight, None, self.stride, self.padding, pads, self.groups, self.dilation
             )
         x = torch.zeros((y.shape[0], *in_shape), dtype=y.dtype, device=y.device, requires_grad=True)

@@ -71,7 +71,7 @@ def classification_loss(c: ClfConfig, logits: Tensor, labels: Tensor) -> Tensor:
         return hkr_loss(logits, labels, alpha=c.hkr_alpha, margin=c.hkr_margin)
     if c.loss == "margin":
         return margin_cross_entropy(c.temperature * logits, labels, eps=c.margin_eps * c.temperature)
-    return F.cross_entropy(c.temperature * logits, labels) if c.temperature != 1.0 else F.cross_entropy(logits, labels)
+    return F.cross_entropy(c.temperature * logits, labels)
 
 
 def build_model(c: ClfConfig, shape: tuple[int, ...], num_classes: int) -> nn.Module:

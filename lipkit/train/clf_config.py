@@ -6,6 +6,7 @@ import dataclasses
 import math
 from dataclasses import dataclass
 
+from ..constraints.options import check_bjorck_order
 from ..data import get_data
 from ..methods import get_method
 from .run_config import MAX_DEPTH, RunConfig
@@ -105,8 +106,7 @@ def _check_values(c: ClfConfig, pool: int, test: int) -> None:
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0 \
                 or (positive and value == 0):
             raise ValueError(f"{name} must be a finite number {'> 0' if positive else '>= 0'}, got {value!r}")
-    if c.bjorck_order > 3:
-        raise ValueError(f"bjorck_order must be 1, 2 or 3, got {c.bjorck_order}")
+    check_bjorck_order("bjorck_order", c.bjorck_order)
     if c.depth > MAX_DEPTH:  # built layer by layer in Python: a typo would hang, not fail
         raise ValueError(f"depth must be an int in [1, {MAX_DEPTH}], got {c.depth}")
     if c.val_size + c.train_size > pool:

@@ -6,6 +6,7 @@ import dataclasses
 import math
 from dataclasses import dataclass
 
+from ..constraints.options import check_bjorck_order
 from ..data import data_names, get_data
 from ..methods import get_method
 from .presets import PRESET_KEYS, preset_defaults
@@ -79,8 +80,7 @@ def check_values(config: GanConfig) -> None:
         value = getattr(config, name)
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
             raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
-    if config.bjorck_order > 3:
-        raise ValueError(f"bjorck_order must be 1, 2 or 3, got {config.bjorck_order}")
+    check_bjorck_order("bjorck_order", config.bjorck_order)
     if config.depth > MAX_DEPTH:  # built layer by layer in Python: a typo would hang, not fail
         raise ValueError(f"depth must be an int in [1, {MAX_DEPTH}], got {config.depth}")
     for name, positive in (("lr", True), ("g_lr", True), ("clip_c", True), ("max_norm", True),

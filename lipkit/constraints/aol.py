@@ -96,7 +96,7 @@ class AOLRescaling(Constraint):
         out, in_g = w.shape[:2]
         return d.view(g.groups, 1, in_g).expand(g.groups, out // g.groups, in_g).reshape(out, in_g, *trailing)
 
-    def forward(self, raw: Tensor) -> Tensor:
+    def constrained(self, raw: Tensor) -> Tensor:
         with autocast_off(raw.device.type):
             w = as_dtype(raw, compute_dtype(raw.dtype))
             return as_dtype(w * self.input_scale(w), raw.dtype)

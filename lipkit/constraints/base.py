@@ -10,6 +10,7 @@ State (power-iteration vectors) lives in buffers, so state_dict carries it.
 from __future__ import annotations
 
 import contextlib
+import math
 from typing import Any
 
 import torch
@@ -18,6 +19,7 @@ from torch import Tensor
 
 from ..norms.linalg import as_dtype  # noqa: F401  (constraints import it from here)
 from ..norms.power_state import UpdateWatch, tensors_key
+from .step_reuse import StepReuse
 
 # sigma is clamped from below by this before dividing: an all-zero weight stays zero
 # (torch's SN returns NaN there, pytorch#20192) instead of 0/0.
@@ -37,6 +39,23 @@ class Constraint(nn.Module):
 
     observes_layer: bool = False
     method: str = ""  # the constrain() method name, for messages and introspection
+    # True when constrained(raw) depends on raw alone (and on state refreshed only when raw
+    # changes): the reads of one update then share one value (step_reuse.py). A map that also
+    # reads something else that moves (BatchNorm's running variance) sets False.
+    reuse_within_update: bool = True
+
+    def constrained(self, raw: Tensor) -> Tensor:
+        """The map itself: raw weight -> constrained weight (subclasses implement it)."""
+        raise NotImplementedError
+
+    def forward(self, raw: Tensor) -> Tensor:
+        if not self.reuse_within_update:
+            return self.constrained(raw)
+        return self.reuse.get(raw, self.training, self.constrained)
+
+    def forget_reuse(self) -> None:
+        """Drop the value kept for this update (the state it was computed from was replaced)."""
+        self.reuse.drop()
 
     def observe(self, layer: nn.Module, args: tuple[Any, ...] | None) -> None:
         """Record what the map needs from the layer; default: nothing."""
@@ -70,6 +89,7 @@ class Constraint(nn.Module):
         # An eval read of a weight changed since the last refresh (export right after a step)
         # gets up-to-date vectors of its own, kept here, not in the buffers: eval changes no state.
         self._eval_cache: tuple | None = None  # (weight key, value, weight: its pointer stays taken)
+        self.reuse = StepReuse()
 
     def weight_changed(self, raw: Tensor) -> bool:
         """True when `raw` changed since the state was last brought up to date."""
@@ -99,13 +119,22 @@ class Constraint(nn.Module):
         if key in unexpected_keys:  # ours, not a buffer: computed at save time
             unexpected_keys.remove(key)
         self._eval_cache = None  # computed from the vectors before the load
+        self.forget_reuse()
         self.watch.reset()  # new vectors: refresh at the next training forward...
         self.watch.adopt_next = bool(state_dict.get(key, False))  # ...unless they were current
 
     def set_vectors(self, u: Tensor, v: Tensor) -> None:
         """Rebind (never write into) the power-iteration buffers u, v, keeping their dtype:
         a graph that saved the old vectors stays valid without per-forward clones."""
-        self.u, self.v = as_dtype(u, self.u.dtype), as_dtype(v, self.v.dtype)
+        self.rebind(u=as_dtype(u, self.u.dtype), v=as_dtype(v, self.v.dtype))
+
+    def rebind(self, **buffers: Tensor) -> None:
+        """Point existing buffers at new tensors. Written into _buffers directly: nn.Module's
+        __setattr__ costs ~25 us of type checks per name, and this runs once per weight
+        update per constrained layer (a critic step is host-bound on a GPU)."""
+        for name, value in buffers.items():
+            assert name in self._buffers, name
+            self._buffers[name] = value
 
     def extra_repr(self) -> str:
         return ", ".join(f"{k}={v!r}" for k, v in self.options().items())
@@ -162,6 +191,8 @@ def check_finite(w: Tensor, what: str = "", fix: str = "") -> None:
     """NonFiniteWeightError if w holds NaN / inf. One host sync, paid once per weight update
     beside the refresh's own linear algebra (and once at lk.constrain); without it a NaN weight
     gave NaN outputs in silence (operator='conv') or an eigh 'failed to converge' error (reshape)."""
+    if math.isfinite(float(w.sum())):  # NaN and inf survive a sum: two kernels in the usual case
+        return
     bad = int((~torch.isfinite(w)).sum())
     if bad:
         raise NonFiniteWeightError(

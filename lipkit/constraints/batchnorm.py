@@ -28,6 +28,7 @@ class BatchNormScale(Constraint):
 
     method = "spectral"
     observes_layer = True
+    reuse_within_update = False  # the map reads the running variance, which every forward moves
 
     def __init__(self, layer: nn.Module, *, convention: str = "lipschitz", bound: float = 1.0,
                  soft: bool = False) -> None:
@@ -48,7 +49,7 @@ class BatchNormScale(Constraint):
         self._running_var = getattr(layer, "running_var", None)
         self._eps = float(layer.eps)
 
-    def forward(self, gamma: Tensor) -> Tensor:
+    def constrained(self, gamma: Tensor) -> Tensor:
         with autocast_off(gamma.device.type):
             g = as_dtype(gamma, compute_dtype(gamma.dtype))
             if self.convention == "lipschitz":

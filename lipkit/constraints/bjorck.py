@@ -57,7 +57,7 @@ class BjorckOrthonormalization(Constraint):
         super().__init__()
         self.iters, self.order, self.bound = iters, order, float(bound)
 
-    def forward(self, raw: Tensor) -> Tensor:
+    def constrained(self, raw: Tensor) -> Tensor:
         with autocast_off(raw.device.type):
             w = bjorck_orthonormalize(as_dtype(raw, compute_dtype(raw.dtype)), self.iters, self.order)
             return as_dtype(w if self.bound == 1.0 else w * self.bound, raw.dtype)

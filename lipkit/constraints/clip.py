@@ -20,7 +20,7 @@ class WeightClip(Constraint):
         super().__init__()
         self.c = float(c)
 
-    def forward(self, raw: Tensor) -> Tensor:
+    def constrained(self, raw: Tensor) -> Tensor:
         return raw.clamp(-self.c, self.c)
 
     def options(self) -> dict:

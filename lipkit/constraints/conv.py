@@ -145,6 +145,7 @@ class ConvSpectralNormalization(Constraint):
         self._drop_carried()
         self.watch.reset()  # vectors or cached bound gradient belong to the old shape
         self._eval_cache = None
+        self.forget_reuse()
         if not self.certified:
             self.u = start_vector(out_shape, dtype, device)
             self.v = start_vector(shape, dtype, device)
@@ -158,6 +159,7 @@ class ConvSpectralNormalization(Constraint):
         """Back to 'no input seen' (loading a checkpoint saved before any forward)."""
         self.input_shape = self.input_shape.new_zeros(0)
         self._eval_cache = None
+        self.forget_reuse()
         self.u, self.v = self.u.new_zeros(0), self.v.new_zeros(0)
         self.sigma_grad = self.sigma_grad.new_zeros(0)
         self._shape = self._plan = self._grid = None
@@ -238,7 +240,7 @@ class ConvSpectralNormalization(Constraint):
             return self.sigma_grad
         return self.eval_cached(raw, lambda: self._sigma_grad(*self._top_pair(w.detach(), self.depth)[1:3]))
 
-    def forward(self, raw: Tensor) -> Tensor:
+    def constrained(self, raw: Tensor) -> Tensor:
         if self._shape is None:
             raise RuntimeError(
                 "operator='conv' normalizes by the conv's norm at its input shape, which is "

@@ -20,7 +20,7 @@ class FrobeniusClip(Constraint):
         super().__init__()
         self.max_norm = float(max_norm)
 
-    def forward(self, raw: Tensor) -> Tensor:
+    def constrained(self, raw: Tensor) -> Tensor:
         with autocast_off(raw.device.type):
             w = as_dtype(raw, compute_dtype(raw.dtype))
             # the same shrink-only rescale as soft spectral normalization, with ||W||_F for sigma

@@ -59,7 +59,11 @@ class SpectralNormalization(Constraint):
         self.register_buffer("u", start_vector((rows,), dtype, weight.device))
         self.register_buffer("v", start_vector((cols,), dtype, weight.device))
         empty = torch.zeros(0, dtype=dtype, device=weight.device)
-        self.register_buffer("sigma_grad", empty, persistent=False)  # certified only
+        # d sigma / dW: certified, the Gram bound's gradient (base.cached_homogeneous); else
+        # u v^T laid out like the weight, so sigma = <sigma_grad, W> = u^T W v is one product
+        # and a sum per forward, whatever the layout (no reshape copy for ConvTranspose).
+        self.register_buffer("sigma_grad", empty, persistent=False)
+        self.weight_shape = tuple(weight.shape)
         if not certified:
             # The exact top pair at registration (an SVD, once), so sigma is exact from the
             # first step; a power iteration from a fixed start can stall on a lower plateau.
@@ -67,6 +71,24 @@ class SpectralNormalization(Constraint):
                 self.set_vectors(*exact_top_pair(matrix))
             self.mark_current(weight)
 
+    def set_vectors(self, u: Tensor, v: Tensor) -> None:
+        super().set_vectors(u, v)
+        if not self.certified:
+            self.rebind(sigma_grad=self._outer(self.u, self.v))
+
+    def _outer(self, u: Tensor, v: Tensor) -> Tensor:
+        """u v^T in the weight's layout: the gradient of u^T W v with respect to W."""
+        moved = (self.weight_shape[self.dim], *(s for i, s in enumerate(self.weight_shape) if i != self.dim))
+        if torch.is_inference_mode_enabled():  # a normal tensor: later training reads save it
+            with torch.inference_mode(False):
+                return self._outer(u, v)
+        outer = torch.outer(u, v)  # u, v never require grad: no graph
+        return outer.view(moved).movedim(0, self.dim) if self.dim else outer.view(self.weight_shape)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args) -> None:
+        super()._load_from_state_dict(state_dict, prefix, *args)
+        if not self.certified:  # u, v were written in place: sigma_grad follows them
+            self.sigma_grad = self._outer(self.u, self.v)
 
     def _gram_bound(self, w: Tensor) -> Tensor:
         return gram_iteration_bound(weight_matrix(w, self.dim), self.gram_iter)
@@ -86,7 +108,7 @@ class SpectralNormalization(Constraint):
                                       as_dtype(self.v, matrix.dtype)[None], self.n_iter + 1)
         return u, v
 
-    def forward(self, raw: Tensor) -> Tensor:
+    def constrained(self, raw: Tensor) -> Tensor:
         # Runs at every read of the weight (each critic forward): kept to a few kernels,
         # since a GPU critic step is launch-bound (benchmarks/results/h200_2026-11-26).
         dtype = compute_dtype(raw.dtype)
@@ -95,18 +117,20 @@ class SpectralNormalization(Constraint):
             if self.certified:
                 sigma = cached_homogeneous(self, raw, w, self._gram_bound)
             else:
-                matrix = weight_matrix(w, self.dim)  # a copy for ConvTranspose (dim 1): only here
-                u, v = self.u, self.v
-                if self.weight_changed(raw):
-                    if self.training:
-                        self.set_vectors(*self._top_pair(matrix.detach()))
-                        self.mark_current(raw)
-                        u, v = self.u, self.v
-                    else:  # an eval read of a changed weight: vectors of its own, no state change
-                        u, v = self.eval_cached(raw, lambda: self._top_pair(matrix.detach()))
-                # u, v are rebound at each refresh, never modified in place: no clone needed.
-                sigma = torch.dot(as_dtype(u, dtype), torch.mv(matrix, as_dtype(v, dtype)))
+                sigma = (as_dtype(self._current_sigma_grad(raw, w), dtype) * w).sum()
             return as_dtype(normalize_by(w, sigma, self.bound, self.soft), raw.dtype)
+
+    def _current_sigma_grad(self, raw: Tensor, w: Tensor) -> Tensor:
+        """u v^T for the weight being read: refreshed once per update in training; an eval read
+        of a weight changed since gets a pair of its own (no state change)."""
+        if not self.weight_changed(raw):
+            return self.sigma_grad
+        matrix = weight_matrix(w.detach(), self.dim)
+        if self.training:
+            self.set_vectors(*self._top_pair(matrix))
+            self.mark_current(raw)
+            return self.sigma_grad
+        return self.eval_cached(raw, lambda: self._outer(*self._top_pair(matrix)))
 
     def options(self) -> dict:
         return {

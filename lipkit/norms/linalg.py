@@ -154,15 +154,19 @@ def dense_top_singular_value(matrix: Tensor) -> float:
 
 def exact_top_pair(matrix: Tensor) -> tuple[Tensor, Tensor]:
     """(u, v) top singular pair of a matrix, from the top eigenvector of its smaller Gram
-    (float64). A zero matrix gives some unit pair."""
+    (float64). A zero matrix gives some unit pair. Run once per weight update by spectral
+    normalization, so kept to a few kernels: the other side's vector gets 1e-150 added to
+    every entry before it is normalized, which is nothing beside a nonzero product and
+    makes a zero one (zero matrix) the constant unit vector instead of 0/0 (1e-150: its
+    square must not underflow float64, or the norm is 0 again)."""
     m = matrix.double()
     rows, cols = m.shape
     if rows <= cols:
         u = torch.linalg.eigh(m @ m.T)[1][:, -1]
-        v = m.T @ u
-        v = torch.where(v.norm() > 0, v / v.norm().clamp_min(1e-300), torch.ones_like(v) / cols ** 0.5)
+        v = (m.T @ u).add_(1e-150)
+        v = v / torch.linalg.vector_norm(v)
     else:
         v = torch.linalg.eigh(m.T @ m)[1][:, -1]
-        u = m @ v
-        u = torch.where(u.norm() > 0, u / u.norm().clamp_min(1e-300), torch.ones_like(u) / rows ** 0.5)
-    return u.to(matrix.dtype), v.to(matrix.dtype)
+        u = (m @ v).add_(1e-150)
+        u = u / torch.linalg.vector_norm(u)
+    return as_dtype(u, matrix.dtype), as_dtype(v, matrix.dtype)

@@ -1,0 +1,80 @@
+"""The CPU proxy of a GPU critic step's host overhead (issue 12), with and without step reuse.
+
+A width-2 DCGAN critic (7 convs of 2-16 channels + a linear on 32x32x3) at batch 4 and one
+thread does almost no arithmetic, so a step is Python + dispatcher + autograd bookkeeping:
+what bounds a GPU critic step at batch 64 (benchmarks/results/h200_2026-11-26: GPU busy
+3.3 ms of ~14 ms); issue 12 found its ratios in the H200 table's order.
+
+Each mode is timed twice per round on the same critic: with every lipkit constraint sharing
+one constrained weight per update between the step's reads (lipkit/constraints/step_reuse.py,
+the default) and re-running the map at every read (torch's parametrize behaviour), back to
+back, interleaved with the plain step; the table reports medians over the rounds and their
+ratio to the plain step's median (torch-sn and gp have no lipkit constraint: their two
+columns differ by noise only, which shows how much of a difference means something).
+
+    OMP_NUM_THREADS=1 python benchmarks/overhead_proxy.py --out benchmarks/results/overhead_proxy_cpu.md
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+
+from lipkit.constraints.base import Constraint
+from lipkit.experiments.step_timing import batch_pair, build, make_step
+
+MODES = ["none", "sn", "torch-sn", "sn-conv", "gp", "sn+gp", "lipnet"]
+WIDTH = 2  # lipnet's GroupSort needs an even channel count
+
+
+def timed(step, steps: int) -> float:
+    for _ in range(2):
+        step()
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    return (time.perf_counter() - start) / steps * 1e3
+
+
+def run(rounds: int, steps: int) -> dict[tuple[str, bool], list[float]]:
+    """ms per step of every (mode, reuse), modes and settings interleaved in each round."""
+    real, fake = batch_pair(4, "cpu")
+    built = {m: make_step(m, build(m, WIDTH, "cpu", real), real, fake) for m in MODES}
+    times: dict[tuple[str, bool], list[float]] = {(m, r): [] for m in MODES for r in (True, False)}
+    try:
+        for _ in range(rounds):
+            for mode in MODES:
+                for reuse in (True, False):
+                    Constraint.reuse_within_update = reuse
+                    times[mode, reuse].append(timed(built[mode], steps))
+    finally:
+        Constraint.reuse_within_update = True
+    return times
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--rounds", type=int, default=15, help="interleaved rounds (default 15)")
+    parser.add_argument("--steps", type=int, default=10, help="timed steps per mode per round (default 10)")
+    parser.add_argument("--out", help="also write the table to this markdown file")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    med = {k: statistics.median(v) for k, v in run(args.rounds, args.steps).items()}
+    plain = med["none", True]
+    lines = [f"torch {torch.__version__}, cpu, 1 thread; width-{WIDTH} DCGAN critic, batch 4; medians of "
+             f"{args.rounds} interleaved rounds of {args.steps} steps", "",
+             "| mode | ms/step, reuse | x plain | ms/step, every read | x plain |", "|---|---|---|---|---|"]
+    for m in MODES:
+        lines.append(f"| {m} | {med[m, True]:.1f} | {med[m, True] / plain:.2f} | {med[m, False]:.1f} | "
+                     f"{med[m, False] / plain:.2f} |")
+    text = "\n".join(lines) + "\n"
+    print(text)
+    if args.out:
+        with open(args.out, "w") as f:
+            f.write(text)
+
+
+if __name__ == "__main__":
+    main()

@@ -92,11 +92,16 @@ class Constraint(nn.Module):
         self.reuse = StepReuse()
 
     def weight_changed(self, raw: Tensor) -> bool:
-        """True when `raw` changed since the state was last brought up to date."""
+        """True when `raw` changed since the state was last brought up to date. Under
+        torch.compile always (a data pointer cannot be compared in a graph): a compiled
+        training read refreshes, as torch's own spectral_norm does at every forward."""
+        if torch.compiler.is_compiling():
+            return True
         return self.watch.changed((raw,))
 
     def mark_current(self, raw: Tensor) -> None:
-        self.watch.mark((raw,))
+        if not torch.compiler.is_compiling():
+            self.watch.mark((raw,))
 
     def eval_cached(self, raw: Tensor, compute):
         """compute() for this value of `raw`, evaluated once per value (eval reads)."""
@@ -142,6 +147,16 @@ class Constraint(nn.Module):
     def options(self) -> dict[str, Any]:
         """The constrain() options this module was built with (for repr and re-building)."""
         return {}
+
+
+def normal_tensors() -> contextlib.AbstractContextManager:
+    """inference_mode(False) when inference mode is on, so state computed in a training read
+    under torch.inference_mode() is made of normal tensors that later training reads can save
+    for backward; nothing otherwise, and nothing under torch.compile (which cannot trace the
+    inference-mode query, and whose graphs hold no inference tensors)."""
+    if torch.compiler.is_compiling() or not torch.is_inference_mode_enabled():
+        return contextlib.nullcontext()
+    return torch.inference_mode(False)
 
 
 def compute_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -191,6 +206,8 @@ def check_finite(w: Tensor, what: str = "", fix: str = "") -> None:
     """NonFiniteWeightError if w holds NaN / inf. One host sync, paid once per weight update
     beside the refresh's own linear algebra (and once at lk.constrain); without it a NaN weight
     gave NaN outputs in silence (operator='conv') or an eigh 'failed to converge' error (reshape)."""
+    if torch.compiler.is_compiling():  # no host read inside a graph: the trainers' loss guard
+        return                         # catches a NaN weight there (its output is NaN)
     if math.isfinite(float(w.sum())):  # NaN and inf survive a sum: two kernels in the usual case
         return
     bad = int((~torch.isfinite(w)).sum())
@@ -215,13 +232,25 @@ def cached_homogeneous(module: nn.Module, raw: Tensor, w: Tensor, bound_fn) -> T
     (differentiably, no state change) so the certificate never rests on a stale g.
     module needs a `watch` (UpdateWatch) and a `sigma_grad` buffer.
     """
+    grad = refreshed_sigma_grad(module, raw, w.detach(), bound_fn)
+    if grad is None:
+        return bound_fn(w)
+    return (as_dtype(grad, w.dtype) * w).sum()
+
+
+@torch.compiler.disable  # eager inside a compiled model too: one graph break per layer (see below)
+def refreshed_sigma_grad(module: nn.Module, raw: Tensor, w: Tensor, bound_fn) -> Tensor | None:
+    """module.sigma_grad, recomputed first if raw changed since (training); None for an eval
+    read of a changed weight (the caller evaluates bound_fn itself). Kept out of torch.compile's
+    graphs: the once-per-update test compares data pointers and the gradient is an
+    autograd.grad call, neither traceable; run eagerly, it still happens once per update."""
     if module.watch.key != tensors_key((raw,)):  # the loaded-vectors adoption does not apply:
         if not module.training:                  # sigma_grad is never saved
-            return bound_fn(w)
-        check_finite(w.detach())
-        with torch.inference_mode(False), torch.enable_grad():  # also under inference_mode
-            w0 = w.detach().clone().requires_grad_()
+            return None
+        check_finite(w)
+        with normal_tensors(), torch.enable_grad():  # also under inference_mode
+            w0 = w.clone().requires_grad_()
             (grad,) = torch.autograd.grad(bound_fn(w0), w0)
         module.sigma_grad = grad
         module.watch.mark((raw,))
-    return (as_dtype(module.sigma_grad, w.dtype) * w).sum()
+    return module.sigma_grad

@@ -43,6 +43,7 @@ from .base import (
     cached_homogeneous,
     check_finite,
     compute_dtype,
+    normal_tensors,
     normalize_by,
     raw_tensor,
 )
@@ -166,6 +167,7 @@ class ConvSpectralNormalization(Constraint):
         self._drop_carried()
         self.watch.reset()
 
+    @torch.compiler.disable  # once per input shape, eagerly: tracing the warm-up would only slow compiling
     def set_input_shape(self, shape: tuple[int, ...], raw: Tensor) -> None:
         """(Re)initialize for inputs of `shape` and warm up to convergence (host syncs
         are fine here: it happens once per shape, not per step)."""
@@ -194,7 +196,7 @@ class ConvSpectralNormalization(Constraint):
         one stay valid."""
         # inference_mode(False): a training-mode forward under torch.inference_mode() must
         # still be able to differentiate here (u, v, w are ordinary tensors).
-        with torch.inference_mode(False), torch.enable_grad(), autocast_off(u.device.type):
+        with normal_tensors(), torch.enable_grad(), autocast_off(u.device.type):
             w = torch.zeros(self.weight_shape, dtype=u.dtype, device=u.device, requires_grad=True)
             (grad,) = torch.autograd.grad((u[None] * self.geometry.forward(v[None], w)).sum(), w)
         return grad
@@ -206,7 +208,7 @@ class ConvSpectralNormalization(Constraint):
         the results."""
         geometry, shape = self.geometry, self._shape
         check_finite(w)
-        with torch.inference_mode(False), torch.no_grad():  # new vectors: normal tensors
+        with normal_tensors(), torch.no_grad():  # new vectors: normal tensors
             start = torch.view_as_complex(self.freq_vectors.contiguous()) if self.freq_vectors.numel() else None
             freqs, amps, freq_vectors = rank_modes(geometry, w, self._grid, MODE_COUNT, start)
             modes = mode_vectors(self._grid, freqs, amps, w.dtype)
@@ -228,9 +230,12 @@ class ConvSpectralNormalization(Constraint):
         self.set_vectors(u, v)
         return sigma
 
+    @torch.compiler.disable  # eager inside a compiled model: one graph break per conv layer
     def _current_sigma_grad(self, raw: Tensor, w: Tensor) -> Tensor:
         """sigma_grad for the weight being read: refreshed once per update in training; in
-        eval, a weight changed since the last refresh gets a cached pair of its own."""
+        eval, a weight changed since the last refresh gets a cached pair of its own. Under
+        torch.compile it runs eagerly (the refresh's Krylov / FFT / autograd.grad work and
+        its data-pointer test are not traceable) and still once per update."""
         if not self.weight_changed(raw):
             return self.sigma_grad
         if self.training:

@@ -23,7 +23,16 @@ from torch import Tensor
 from ..norms.krylov import krylov_top_pair
 from ..norms.linalg import exact_top_pair, gram_iteration_bound, start_vector
 from ..norms.measure import weight_matrix
-from .base import Constraint, as_dtype, autocast_off, cached_homogeneous, check_finite, compute_dtype, normalize_by
+from .base import (
+    Constraint,
+    as_dtype,
+    autocast_off,
+    cached_homogeneous,
+    check_finite,
+    compute_dtype,
+    normal_tensors,
+    normalize_by,
+)
 
 GRAM_ITER = 6  # Gram squarings for certified=True (fixed: no host sync in training)
 EXACT_SIDE = 128  # a reshaped weight with a side this small gets its exact top pair per update
@@ -79,10 +88,8 @@ class SpectralNormalization(Constraint):
     def _outer(self, u: Tensor, v: Tensor) -> Tensor:
         """u v^T in the weight's layout: the gradient of u^T W v with respect to W."""
         moved = (self.weight_shape[self.dim], *(s for i, s in enumerate(self.weight_shape) if i != self.dim))
-        if torch.is_inference_mode_enabled():  # a normal tensor: later training reads save it
-            with torch.inference_mode(False):
-                return self._outer(u, v)
-        outer = torch.outer(u, v)  # u, v never require grad: no graph
+        with normal_tensors():  # later training reads save it for backward
+            outer = torch.outer(u, v)  # u, v never require grad: no graph
         return outer.view(moved).movedim(0, self.dim) if self.dim else outer.view(self.weight_shape)
 
     def _load_from_state_dict(self, state_dict, prefix, *args) -> None:
@@ -101,7 +108,7 @@ class SpectralNormalization(Constraint):
         eigenvectors of its smaller Gram: at most 128^2 * other side flops); a larger one
         Rayleigh-Ritz on the Krylov space of depth n_iter + 1 from the stored v."""
         check_finite(matrix)
-        with torch.inference_mode(False), torch.no_grad():  # new vectors: normal tensors
+        with normal_tensors(), torch.no_grad():  # new vectors: normal tensors
             if min(matrix.shape) <= EXACT_SIDE:
                 return exact_top_pair(matrix)
             _, u, v = krylov_top_pair(lambda x: x @ matrix.T, lambda y: y @ matrix,

@@ -31,6 +31,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
+from torch.nn.utils import parametrize
 
 from .. import data as lkdata
 from .. import models
@@ -134,10 +135,11 @@ class ClfTask:
         """Accuracy and mean cross-entropy of the model (eval mode) on a whole split."""
         x, y = self.splits[split]
         correct, total = 0.0, 0.0
-        for i in range(0, len(y), EVAL_BATCH):
-            logits = self.model(x[i:i + EVAL_BATCH])
-            correct += float((logits.argmax(1) == y[i:i + EVAL_BATCH]).sum())
-            total += float(F.cross_entropy(logits, y[i:i + EVAL_BATCH], reduction="sum"))
+        with parametrize.cached():  # the weights are fixed here: each constraint map runs once, not per batch
+            for i in range(0, len(y), EVAL_BATCH):
+                logits = self.model(x[i:i + EVAL_BATCH])
+                correct += float((logits.argmax(1) == y[i:i + EVAL_BATCH]).sum())
+                total += float(F.cross_entropy(logits, y[i:i + EVAL_BATCH], reduction="sum"))
         return correct / len(y), total / len(y)
 
     def evaluate(self, step: int, folder: Path) -> dict[str, float]:
@@ -163,7 +165,8 @@ class ClfTask:
         x, y = self.splits["test"]
         upper = float(lipschitz_bound(self.model, self.shape).upper) if c.certify else None
         lower = lipschitz_lower_bound(self.model, x[:c.lower_bound_size], steps=c.lower_bound_steps)
-        report = robust_report(self.model, x[:c.pgd_size], y[:c.pgd_size], c.eps, upper, c.pgd_steps)
+        with parametrize.cached():  # PGD reads every weight twice per attack step: once per weight here
+            report = robust_report(self.model, x[:c.pgd_size], y[:c.pgd_size], c.eps, upper, c.pgd_steps)
         return {"lipschitz_lower": float(lower), "lipschitz_upper": math.nan if upper is None else upper,
                 **report.as_metrics()}
 

@@ -9,8 +9,9 @@ from typing import Any
 
 import torch
 
-from ..experiments.step_timing import MODES, format_tables, legacy_json, measure
+from ..experiments.step_timing import COMPILED, MODES, compilable, format_tables, legacy_json, measure
 from ..methods import method_names
+from ..train.compiling import probe_compiler
 from ..train.device import check_device
 from .values import count_at_least, writable_file
 
@@ -29,6 +30,9 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
                         "'none' is the plain step every ratio is taken to)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
                         help="cpu, cuda or cuda:N (default: cuda when available)")
+    parser.add_argument("--compile", action="store_true",
+                        help="also time each mode with the critic under torch.compile, side by side ('MODE [compiled]'; "
+                        "modes with a gradient penalty have no compiled row: no double backward)")
     parser.add_argument("--json", help="also write the results to this file")
 
 
@@ -43,7 +47,14 @@ def cmd_bench(args: argparse.Namespace) -> int:
     check_device(args.device)
     if args.json:  # before the benchmark, not after it: a bad path must not cost the whole run
         writable_file(args.json, "--json")
-    result = measure(args.width, args.batch, args.steps, args.warmup, args.repeats, args.modes, args.device)
+    modes = list(args.modes)
+    if args.compile:
+        probe_compiler(torch.device(args.device))
+        skipped = [m for m in modes if not compilable(m)]
+        modes += [m + COMPILED for m in modes if m not in skipped]
+        if skipped:
+            print(f"no compiled row for {', '.join(skipped)}: a gradient penalty needs double backward")
+    result = measure(args.width, args.batch, args.steps, args.warmup, args.repeats, modes, args.device)
     print(format_tables(result))
     if args.json:
         with open(args.json, "w") as fh:

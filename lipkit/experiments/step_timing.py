@@ -24,7 +24,7 @@ from typing import Any, Iterator
 import torch
 import torch.nn as nn
 
-from ..methods import AppliedMethod, apply_method, method_names
+from ..methods import AppliedMethod, apply_method, get_method, method_names
 from ..models.examples import dcgan_critic
 from ..train import gan
 from ..train.presets import make_optimizer, preset_defaults
@@ -44,13 +44,25 @@ def device_name(device: str) -> str:
     return f"{device} ({threads} thread{'s' if threads != 1 else ''})"
 
 
+COMPILED = " [compiled]"  # suffix of a mode timed with the critic under torch.compile
+
+
+def compilable(mode: str) -> bool:
+    """Whether critic method `mode` can be compiled (no double-backward penalty such as GP)."""
+    return not any(term.double_backward for term in get_method(mode, "critic").penalties)
+
+
 def build(mode: str, width: int, device: str, real: torch.Tensor) -> tuple[nn.Module, AppliedMethod]:
     """The benchmark critic on `device`, constrained as critic method `mode` says with its
-    published hyperparameters (seed 0: every mode starts from the same weights)."""
+    published hyperparameters (seed 0: every mode starts from the same weights); a mode named
+    `<method> [compiled]` gets the critic compiled in place (nn.Module.compile)."""
+    name = mode.removesuffix(COMPILED)
     critic = dcgan_critic(width=width).to(device)
-    method = apply_method(critic, mode, preset_defaults(mode, toy=False), "critic")
+    method = apply_method(critic, name, preset_defaults(name, toy=False), "critic")
     with torch.no_grad():
         critic(real[:1])  # shapes the conv operator learns from a first forward: not a step's cost
+    if mode != name:
+        critic.compile()  # the first (warm-up) steps pay the compile
     return critic, method
 
 
@@ -59,7 +71,7 @@ def make_step(mode: str, built: tuple[nn.Module, AppliedMethod], real: torch.Ten
     """One critic update of `mode` on fixed batches, as a closure: train-gan's critic_update with
     the method's own optimizer (fresh state per closure)."""
     critic, method = built
-    hp = preset_defaults(mode, toy=False)
+    hp = preset_defaults(mode.removesuffix(COMPILED), toy=False)
     opt = make_optimizer(critic.parameters(), hp, hp["lr"])
     penalty_rng = torch.Generator().manual_seed(0)
 
@@ -114,9 +126,13 @@ def _check_sizes(batches: Sequence[int], steps: int, warmup: int, repeats: int, 
     except RuntimeError as err:
         raise ValueError(f"{device!r} is not a device: {err}") from None
     allowed = method_names("critic")
-    unknown = [m for m in modes if m not in allowed]
+    unknown = [m for m in modes if m.removesuffix(COMPILED) not in allowed]
     if unknown:
         raise ValueError(f"unknown mode(s) {unknown}; choose critic methods from {list(allowed)}")
+    for mode in modes:
+        if mode.endswith(COMPILED) and not compilable(mode.removesuffix(COMPILED)):
+            raise ValueError(f"mode {mode!r}: its penalty differentiates a gradient (double backward), which "
+                             "torch.compile does not support; time it eagerly")
     if not modes or not batches:
         raise ValueError("give at least one mode and one batch size")
     if min(batches) < 1 or steps < 1 or repeats < 1 or warmup < 0:

@@ -63,6 +63,7 @@ class PenaltyTerm:
     name: str
     make: Callable[[nn.Module, Mapping[str, Any]], TermFn]
     weight: str = CLASSIFIER_WEIGHT
+    double_backward: bool = False  # differentiates a gradient (GP, IGP, WGNP): torch.compile cannot
 
 
 @dataclass(frozen=True)
@@ -88,6 +89,7 @@ class AppliedMethod:
     name: str
     terms: list[tuple[float, TermFn]] = field(default_factory=list)
     hooks: tuple[StepHook, ...] = ()
+    double_backward: tuple[str, ...] = ()  # its terms that differentiate a gradient (GP, IGP, WGNP)
 
     def penalty(self, batch: Batch) -> Tensor:
         """sum_i weight_i * term_i(batch) (a zero tensor when the method has no penalty)."""
@@ -156,4 +158,5 @@ def apply_method(model: nn.Module, name: str, hp: Mapping[str, Any], use: str) -
             raise ValueError(f"method {name!r}: penalty {term.name!r} is weighted by {key!r}, which this {use} "
                              f"config does not have; its weights: {sorted(k for k in hp if not k.startswith('_'))}")
         terms.append((hp[key], term.make(model, hp)))
-    return AppliedMethod(name, terms, tuple(hooks))
+    double = tuple(t.name for t in method.penalties if t.double_backward)
+    return AppliedMethod(name, terms, tuple(hooks), double)

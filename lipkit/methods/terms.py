@@ -84,10 +84,10 @@ def _weight_gradient(model: nn.Module, hp: Mapping[str, Any]) -> TermFn:
     return lambda b: weight_gradient_penalty(model, _need(b, "loss", "wgnp", "the task loss"), squared=False)
 
 
-GP = PenaltyTerm("gp", _gradient(one_sided=False), weight="gp_lambda")
-GP1 = PenaltyTerm("gp1", _gradient(one_sided=True), weight="gp_lambda")
+GP = PenaltyTerm("gp", _gradient(one_sided=False), weight="gp_lambda", double_backward=True)
+GP1 = PenaltyTerm("gp1", _gradient(one_sided=True), weight="gp_lambda", double_backward=True)
 L2 = PenaltyTerm("l2", _l2)
 FROBENIUS = PenaltyTerm("frobenius", _frobenius, weight="penalty_weight")
 SNR = PenaltyTerm("snr", _SpectralTerm)
-IGP = PenaltyTerm("igp", _input_gradient)
-WGNP = PenaltyTerm("wgnp", _weight_gradient)
+IGP = PenaltyTerm("igp", _input_gradient, double_backward=True)
+WGNP = PenaltyTerm("wgnp", _weight_gradient, double_backward=True)

@@ -40,7 +40,7 @@ from ..data import get_data
 from ..losses import hkr_loss, margin_cross_entropy
 from ..methods import Batch, apply_method
 from ..metrics.robust import robust_report
-from . import distributed
+from . import compiling, distributed
 from .clf_config import ClfConfig, resolve_config, steps_for_epochs
 from .precision import Precision, at_least_fp32
 from .run import run, scalars_to_host
@@ -100,6 +100,9 @@ class ClfTask:
         self.shard = distributed.current_shard()  # a torchrun job: this rank's rows of each batch
         distributed.check_divisible("batch_size", c.batch_size)
         self.method = apply_method(self.model, c.reg, dataclasses.asdict(c), "classifier")
+        if c.compile:
+            compiling.check_compilable(self.method, self.device)
+            compiling.compile_models(self.model)
         if c.optimizer == "adam":
             self.optimizer: torch.optim.Optimizer = torch.optim.Adam(self.model.parameters(), lr=c.lr)
         else:

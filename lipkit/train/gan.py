@@ -26,7 +26,7 @@ from .. import data as lkdata
 from .. import models
 from ..data import get_data
 from ..methods import AppliedMethod, Batch, apply_method
-from . import distributed
+from . import compiling, distributed
 from .distributed import Shard
 from .gan_config import GanConfig, resolve_config
 from .gan_eval import GanEvaluator
@@ -151,6 +151,9 @@ class GanTask:
         self.critic, self.generator = critic.to(self.device), generator.to(self.device)
         hp = dataclasses.asdict(config)
         self.method = apply_method(self.critic, config.critic, hp, "critic")
+        if config.compile:
+            compiling.check_compilable(self.method, self.device)
+            compiling.compile_models(self.critic, self.generator)
         self.opt_critic = make_optimizer(self.critic.parameters(), hp, config.lr)
         self.opt_generator = make_optimizer(self.generator.parameters(), hp, config.g_lr)
         for optimizer in (self.opt_critic, self.opt_generator):

@@ -15,7 +15,7 @@ from .precision import check_precision
 
 MAX_DEPTH = 1000  # hidden layers of an MLP: far beyond any real use, small enough to fail fast
 # Fields a resumed run may change: how long it runs, how often it reports, where it runs.
-RESUMABLE_CHANGES = ("steps", "eval_every", "checkpoint_every", "log_every", "progress", "device", "out")
+RESUMABLE_CHANGES = ("steps", "eval_every", "checkpoint_every", "log_every", "progress", "device", "out", "compile")
 
 
 @dataclass
@@ -32,6 +32,7 @@ class RunConfig:
     log_every: int = 1  # append a metrics.jsonl row every this many steps
     progress: bool = True  # tqdm progress bar with live metrics
     precision: str = "fp32"  # fp32 | bf16 | fp16 (autocast forwards; fp16 with loss scaling)
+    compile: bool = False  # torch.compile the models (not with a gradient penalty: no double backward)
 
 
 def check_config(config: RunConfig) -> None:

@@ -1,0 +1,52 @@
+"""--compile: torch.compile a run's models in place (issue 12), or say in one line why not.
+
+Each model is compiled with nn.Module.compile(), in place, so its state_dict keys, its
+checkpoints and `--resume` are those of an eager run (and --compile may change on resume).
+What breaks the graph inside a model constrained by lipkit is documented in the README
+(tests/test_compile.py counts it): nothing for sn and lipnet's maps, one eager call per layer
+for sn-conv and certified SN. The first steps pay the compile; later ones reuse it.
+
+Refused before anything is built:
+- a method with a penalty that differentiates a gradient (gp, gp1, sn+gp, torch-sn+gp for
+  critics; igp, wgnp for classifiers): compiled graphs have no double backward
+  (AOTAutograd), so the penalty's backward would fail at the first step;
+- a torch that cannot compile on this device (no C++ compiler for inductor's CPU code, no
+  Triton for CUDA): a tiny function is compiled and run once to find out, and the error
+  names the cause instead of failing deep in the first training step.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+from ..methods import AppliedMethod
+
+
+def check_compilable(method: AppliedMethod, device: torch.device) -> None:
+    """ValueError (one line) when --compile cannot work for this method or on this device."""
+    if method.double_backward:
+        raise ValueError(f"--compile cannot train method {method.name!r}: its penalty "
+                         f"{', '.join(method.double_backward)} differentiates a gradient (double backward), which "
+                         "torch.compile does not support; run it without --compile")
+    probe_compiler(device)
+
+
+def probe_compiler(device: torch.device) -> None:
+    """Compile and run a one-line function on `device`; ValueError naming the failure if it fails."""
+    torch._dynamo.reset()  # a fresh probe, not a cached success
+
+    def double(x: torch.Tensor) -> torch.Tensor:
+        return x * 2 + 1
+
+    try:
+        torch.compile(double)(torch.ones(2, device=device))
+    except Exception as err:  # noqa: BLE001 - any failure means "cannot compile here"
+        first = (str(err).strip().splitlines() or [""])[0][:200]
+        raise ValueError(f"--compile: torch {torch.__version__} cannot compile on {device} "
+                         f"({type(err).__name__}: {first}); run without --compile") from None
+
+
+def compile_models(*models: nn.Module) -> None:
+    """torch.compile each model in place (forward only; state_dict unchanged)."""
+    for model in models:
+        model.compile()

@@ -9,7 +9,7 @@ from .bounds import (
     register_layer_bound,
 )
 from .constraints import constrain, export, project_, unconstrain
-from .layers import FullSort, GroupSort
+from .layers import CayleyConv2d, FullSort, GroupSort
 from .losses import hkr_loss, margin_cross_entropy
 from .norms import operator_norm, spectral_norm
 from .penalties import (
@@ -23,6 +23,7 @@ from .penalties import (
 )
 
 __all__ = [
+    "CayleyConv2d",
     "constrain",
     "export",
     "frobenius_penalty",

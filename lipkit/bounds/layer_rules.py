@@ -20,7 +20,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..layers import GroupSort
+from ..layers import CayleyConv2d, GroupSort
 from ..norms.measure import operator_norm
 from ..norms.operators import BATCHNORM, CONV, CONV_TRANSPOSE, IDENTITY_LIKE
 from .pooling import adaptive_avg_constant, adaptive_max_constant
@@ -124,6 +124,17 @@ layer_bound.register(nn.Hardswish)(_constant(1.5, "hardswish, max f' = 1.5 (x = 
 layer_bound.register(nn.Hardsigmoid)(_constant(1 / 6, "hardsigmoid, |f'| <= 1/6"))
 # (FullSort is a GroupSort subclass: the same rule)
 layer_bound.register(GroupSort)(_constant(1.0, "sorting: a permutation, 1-Lipschitz and norm-preserving"))
+
+
+@layer_bound.register(CayleyConv2d)
+def _cayley(layer, input_shape, method):
+    # orthogonal by construction; certified as the exact max over frequencies of ||Q(k)||_2
+    # in float64, so float32 rounding of the unitary blocks is counted, not assumed away
+    with torch.no_grad():
+        q = layer.symbol(layer.weight.detach().double())
+    return LayerRule(float(torch.linalg.matrix_norm(q, ord=2).max()), "orthogonal (Cayley), exact per-frequency norm")
+
+
 for _cls in (*IDENTITY_LIKE, nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d):
     layer_bound.register(_cls)(_constant(1.0, "identity (eval)"))
 

@@ -16,6 +16,15 @@ from lipkit.train.gan import fit as fit_gan
 TRAINED = ("loss_critic", "loss_generator", "w1_critic")
 
 
+@pytest.fixture
+def aot_eager(monkeypatch):
+    """nn.Module.compile with the aot_eager backend: the runs' compile path (dynamo + AOTAutograd)
+    without inductor's C++ build, tens of seconds per cold graph in CI (tests/test_compile.py
+    runs one critic through inductor end to end)."""
+    compile_module = torch.nn.Module.compile
+    monkeypatch.setattr(torch.nn.Module, "compile", lambda self, **kw: compile_module(self, backend="aot_eager"))
+
+
 def graphs_compiled(fit, config) -> int:
     """Run fit(config); how many graphs dynamo compiled meanwhile beyond the one-line probe of
     the compiler (0: the models were not compiled, so equal losses would prove nothing)."""
@@ -25,7 +34,7 @@ def graphs_compiled(fit, config) -> int:
     return max(counters["stats"]["unique_graphs"] - 1, 0)
 
 
-def test_a_compiled_gan_run_logs_the_eager_losses(tmp_path):
+def test_a_compiled_gan_run_logs_the_eager_losses(tmp_path, aot_eager):
     critic = "sn"  # (lipnet's maps compile too: tests/test_compile.py; each case here costs a cold compile)
     for compiled in (False, True):
         graphs = graphs_compiled(fit_gan, tiny_gan(tmp_path / str(compiled), critic, steps=6, compile=compiled))
@@ -35,7 +44,7 @@ def test_a_compiled_gan_run_logs_the_eager_losses(tmp_path):
             assert compiled[key] == pytest.approx(eager[key], rel=1e-4, abs=1e-5), (critic, eager["step"], key)
 
 
-def test_a_compiled_classifier_run_logs_the_eager_losses(tmp_path):
+def test_a_compiled_classifier_run_logs_the_eager_losses(tmp_path, aot_eager):
     def config(compiled: bool) -> ClfConfig:
         return ClfConfig(out=str(tmp_path / str(compiled)), data="digits", model="mlp", width=32, depth=1,
                          reg="sn", steps=6, batch_size=16, eval_every=0, log_every=1, robust_eval=False,
@@ -59,7 +68,7 @@ def test_what_cannot_compile_is_refused_in_one_line(tmp_path, monkeypatch):
         compiling.probe_compiler(torch.device("cpu"))
 
 
-def test_bench_times_compiled_modes_beside_eager_ones():
+def test_bench_times_compiled_modes_beside_eager_ones(aot_eager):
     from lipkit.experiments.step_timing import COMPILED, measure
 
     with pytest.raises(ValueError, match=r"mode 'gp \[compiled\]': its penalty differentiates a gradient"):

@@ -11,9 +11,13 @@ changed, so D(real), D(fake) and a gradient penalty's D(x_inter) within one step
 update. Why it is more accurate: the refresh is the exact pair of a matrix with a side <=
 EXACT_SIDE and Rayleigh-Ritz on a small Krylov space (norms/krylov.py) above, not one power
 step, and an eval read of a weight changed since (export right after a step) gets its own
-pair, so the bound holds when the layer is read. Each forward only recomputes sigma =
-u^T W v (one matrix-vector product), differentiably; u and v are rebound at each
-refresh, never updated in place, so a graph that saved them stays valid (pytorch#66363) without cloning them per forward.
+pair, so the bound holds when the layer is read. A forward that computes the map only
+evaluates sigma = u^T W v = <u v^T, W> (one product and a sum, with u v^T stored in the
+weight's layout as sigma_grad), differentiably, and the step's other reads reuse its result
+(step_reuse.py); u, v and sigma_grad are rebound at each refresh, never updated in place, so
+a graph that saved them stays valid (pytorch#66363) without cloning them per forward.
+Under torch.compile a training read refreshes the pair every time (the once-per-update test
+compares data pointers, which dynamo cannot trace; the exact pair depends on W alone).
 """
 from __future__ import annotations
 

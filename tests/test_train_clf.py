@@ -137,6 +137,11 @@ def test_config_checks_and_epochs() -> None:
         resolve_config(tiny(val_size=500, train_size=1000))
     with pytest.raises(ValueError, match="eps must be one or more finite radii"):
         resolve_config(tiny(eps=(-0.1,)))
+    # the loss: the method's unless --loss says (lipnet trains with the margin its certificate needs)
+    assert [resolve_config(tiny(reg=r)).loss for r in ("none", "sn", "lipnet")] == ["ce", "ce", "margin"]
+    assert resolve_config(tiny(reg="lipnet", loss="hkr")).loss == "hkr"
+    with pytest.raises(ValueError, match=r"loss='mse' is not allowed; choose one of"):
+        resolve_config(tiny(loss="mse"))
 
 
 def test_train_clf_cli_end_to_end(tmp_path: Path, capsys) -> None:

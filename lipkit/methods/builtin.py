@@ -13,7 +13,8 @@
 | torch-sn (+gp)    | torch's parametrizations SN       | (GP 10)                  | Adam 2e-4 (0, 0.9) | -       |
 | lipnet            | GroupSort + Bjorck Linears + AOL convs | -            | Adam 1e-4 (0, 0.9) | - (*2)  |
 | l2/snr/igp/wgnp   | -                                 | classifier penalties     | (classifiers only) | 1e-4/1e-2/0.1/1e-2 |
-(*2) a classifier pairs it with train-clf --loss margin or hkr.
+(*2) a classifier trains it with the Lipschitz-margin loss unless --loss says otherwise
+(every other classifier method: cross-entropy).
 (*) with 100 warm-up critic steps for the first 25 generator steps and every 500th (WGAN).
 Every critic uses n_critic 5 (SN-GAN's ResNet setting, which pairs with a Wasserstein loss).
 Toy 2-D data follow the WGAN-GP toy code instead (train/presets.py: betas (0.5, 0.9), GP 0.1).
@@ -67,7 +68,7 @@ for _method in (
            critic={**ADAM_SN, "gp_lambda": 10.0}),
     Method("lipnet", "gradient-norm-preserving critic: ReLUs -> GroupSort, Bjorck-orthonormal Linears, AOL convs",
            constraint=lipnet, critic={**ADAM, "group_size": 2, "bjorck_iters": 20, "bjorck_order": 2},
-           classifier=NO_PENALTY),
+           classifier={**NO_PENALTY, "loss": "margin"}),  # the margin its certificate needs (*2)
     Method("l2", "L2 weight decay as a penalty: sum ||W||_F^2", penalties=(L2,), classifier={"lam": 1e-4},
            grid=(1e-5, 1e-4, 1e-3)),
     Method("snr", "spectral norm regularization (Yoshida & Miyato 2017): sum sigma(W)^2", penalties=(SNR,),

@@ -40,7 +40,7 @@ class ClfConfig(RunConfig):
     group_size: int = 2  # lipnet: GroupSort group size replacing each ReLU (2: MaxMin)
     bjorck_iters: int = 20  # lipnet: Bjorck iterations per Linear weight read
     bjorck_order: int = 2  # lipnet: Taylor order of each Bjorck step, 1-3
-    loss: str = "ce"  # ce | margin (Lipschitz-margin CE, Tsuzuku et al. 2018) | hkr (Serrurier et al. 2021)
+    loss: str | None = None  # ce | margin (Lipschitz-margin CE) | hkr; None: the method's (lipnet: margin, others: ce)
     margin_eps: float = 0.5  # margin: the l2 radius to certify (sqrt(2) * margin_eps added to other logits)
     temperature: float = 1.0  # ce / margin: logits times this before the softmax (1-Lipschitz nets have small logits)
     hkr_alpha: float = 10.0  # hkr: weight of the hinge term against -KR
@@ -70,11 +70,13 @@ def resolve_config(config: ClfConfig) -> ClfConfig:
     pool, test = _split_sizes(config.data)
     val = config.val_size if config.val_size is not None else min(1000, pool // 5)
     train = config.train_size if config.train_size is not None else pool - val
-    lam = config.lam if config.lam is not None else get_method(config.reg, "classifier").classifier["lam"]
+    preset = get_method(config.reg, "classifier").classifier
+    lam = config.lam if config.lam is not None else preset["lam"]
+    loss = config.loss if config.loss is not None else preset.get("loss", "ce")
     resolved = dataclasses.replace(
         config, val_size=val, train_size=train, test_size=config.test_size if config.test_size is not None else test,
         width=config.width if config.width is not None else (256 if config.model == "mlp" else 32), lam=float(lam),
-        eps=tuple(config.eps))
+        loss=loss, eps=tuple(config.eps))
     _check_values(resolved, pool, test)
     return resolved
 
@@ -82,7 +84,7 @@ def resolve_config(config: ClfConfig) -> ClfConfig:
 def _check_choices(c: ClfConfig) -> None:
     method = get_method(c.reg, "classifier")  # a clear error naming the classifier methods
     for name, allowed in (("model", MODELS), ("optimizer", OPTIMIZERS), ("igp_kind", IGP_KINDS), ("loss", LOSSES)):
-        if getattr(c, name) not in allowed:
+        if getattr(c, name) not in allowed and not (name == "loss" and c.loss is None):  # None: the method's
             raise ValueError(f"{name}={getattr(c, name)!r} is not allowed; choose one of {allowed}")
     if not method.penalties and c.lam not in (None, 0, 0.0):
         raise ValueError(f"reg={c.reg!r} adds no penalty, so lam={c.lam!r} would be ignored: leave --lam "

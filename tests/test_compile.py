@@ -2,9 +2,10 @@
 
 Oracle: the same model trained eagerly. A compiled constrained critic must give the eager
 losses for 10 Adam steps, and break the graph only where documented:
-- spectral (reshape) and aol: no break. Under compile a training read refreshes the reshape
-  SN pair at every read (an exact pair is a function of the weight alone, so the values are
-  the eager ones) instead of testing the weight's data pointer, which dynamo cannot trace;
+- spectral (reshape), aol and clip (projected after each step, outside the graph): no
+  break. Under compile a training read refreshes the reshape SN pair at every read (an exact
+  pair is a function of the weight alone, so the values are the eager ones) instead of
+  testing the weight's data pointer, which dynamo cannot trace;
 - operator="conv" and certified=True: one eager call per layer per forward (the refresh's
   once-per-update test and its Krylov / FFT / autograd.grad work run outside the graph,
   still once per update), which dynamo counts as the breaks asserted below.
@@ -24,7 +25,8 @@ import lipkit as lk
 # one case goes through the default inductor backend end to end.
 CASES = [({"method": "spectral"}, 0, "inductor"), ({"method": "aol"}, 0, "aot_eager"),
          ({"method": "spectral", "operator": "conv"}, 2, "aot_eager"),
-         ({"method": "spectral", "certified": True}, 8, "aot_eager")]
+         ({"method": "spectral", "certified": True}, 8, "aot_eager"),
+         ({"method": "clip", "mode": "project", "c": 0.05}, 0, "aot_eager")]  # WGAN's clip: after each step
 
 
 def critic(options: dict) -> nn.Module:
@@ -45,6 +47,7 @@ def losses(options: dict, backend: str | None, real: torch.Tensor, fake: torch.T
         opt.zero_grad()
         loss.backward()
         opt.step()
+        lk.project_(model)  # projection-mode constraints act here (a no-op for the reparametrizations)
         out.append(loss.detach())
     return torch.stack(out), model
 

@@ -32,8 +32,8 @@ def check_compilable(method: AppliedMethod, device: torch.device) -> None:
 
 
 def probe_compiler(device: torch.device) -> None:
-    """Compile and run a one-line function on `device`; ValueError naming the failure if it fails."""
-    torch._dynamo.reset()  # a fresh probe, not a cached success
+    """Compile and run a one-line function on `device`; ValueError naming the failure if it fails.
+    (No dynamo reset first: that would throw away every other compiled model of the process.)"""
 
     def double(x: torch.Tensor) -> torch.Tensor:
         return x * 2 + 1

@@ -14,9 +14,12 @@ import lipkit as lk
 
 models = require_torchvision_models()  # a test dependency: missing is a failure, never a skip
 SHAPE = (3, 16, 16)
-SMALLEST = {"squeezenet1_0": (3, 32, 32), "densenet121": (3, 32, 32)}  # their pools need more than 16x16
-SUPPORTED = [("squeezenet1_0", False), ("shufflenet_v2_x0_5", False), ("resnet18", True), ("mobilenet_v2", True),
-             ("densenet121", True), ("resnet50", True)]
+SMALLEST = {"squeezenet1_0": (3, 32, 32)}  # its pools need more than 16x16
+# resnet50 and densenet121 are in the benchmark table (benchmarks/bound_zoo.py) but not here
+# (CI time: ~30 s and ~50 s, mostly the bound itself): resnet18 and mobilenet_v2's bottlenecks
+# cover resnet50's structure, and concatenation + BatchNorm + pooling, densenet's pieces, have
+# their own soundness tests (tests/test_bounds.py, tests/test_bounds_soundness.py).
+SUPPORTED = [("squeezenet1_0", False), ("shufflenet_v2_x0_5", False), ("resnet18", True), ("mobilenet_v2", True)]
 
 
 def jacobian_norms(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:

@@ -18,24 +18,14 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
 
 import torch
 
 from lipkit.constraints.base import Constraint
-from lipkit.experiments.step_timing import batch_pair, build, make_step
+from lipkit.experiments.step_timing import batch_pair, build, make_step, time_steps
 
 MODES = ["none", "sn", "torch-sn", "sn-conv", "gp", "sn+gp", "lipnet"]
 WIDTH = 2  # lipnet's GroupSort needs an even channel count
-
-
-def timed(step, steps: int) -> float:
-    for _ in range(2):
-        step()
-    start = time.perf_counter()
-    for _ in range(steps):
-        step()
-    return (time.perf_counter() - start) / steps * 1e3
 
 
 def run(rounds: int, steps: int) -> dict[tuple[str, bool], list[float]]:
@@ -48,7 +38,7 @@ def run(rounds: int, steps: int) -> dict[tuple[str, bool], list[float]]:
             for mode in MODES:
                 for reuse in (True, False):
                     Constraint.reuse_within_update = reuse
-                    times[mode, reuse].append(timed(built[mode], steps))
+                    times[mode, reuse].append(time_steps(built[mode], steps, 2, "cpu") * 1e3)
     finally:
         Constraint.reuse_within_update = True
     return times

@@ -99,7 +99,7 @@ class SpectralNormalization(Constraint):
     def _load_from_state_dict(self, state_dict, prefix, *args) -> None:
         super()._load_from_state_dict(state_dict, prefix, *args)
         if not self.certified:  # u, v were written in place: sigma_grad follows them
-            self.sigma_grad = self._outer(self.u, self.v)
+            self.rebind(sigma_grad=self._outer(self.u, self.v))
 
     def _gram_bound(self, w: Tensor) -> Tensor:
         return gram_iteration_bound(weight_matrix(w, self.dim), self.gram_iter)

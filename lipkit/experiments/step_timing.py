@@ -49,7 +49,7 @@ COMPILED = " [compiled]"  # suffix of a mode timed with the critic under torch.c
 
 def compilable(mode: str) -> bool:
     """Whether critic method `mode` can be compiled (no double-backward penalty such as GP)."""
-    return not any(term.double_backward for term in get_method(mode, "critic").penalties)
+    return not get_method(mode, "critic").double_backward
 
 
 def build(mode: str, width: int, device: str, real: torch.Tensor) -> tuple[nn.Module, AppliedMethod]:

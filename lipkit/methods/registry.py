@@ -78,6 +78,11 @@ class Method:
     classifier: Mapping[str, Any] | None = None
     grid: tuple[float, ...] = ()
 
+    @property
+    def double_backward(self) -> tuple[str, ...]:
+        """Its penalties that differentiate a gradient (GP, IGP, WGNP): torch.compile cannot."""
+        return tuple(t.name for t in self.penalties if t.double_backward)
+
     def offered_for(self, use: str) -> bool:
         return (self.critic if use == "critic" else self.classifier) is not None
 
@@ -158,5 +163,4 @@ def apply_method(model: nn.Module, name: str, hp: Mapping[str, Any], use: str) -
             raise ValueError(f"method {name!r}: penalty {term.name!r} is weighted by {key!r}, which this {use} "
                              f"config does not have; its weights: {sorted(k for k in hp if not k.startswith('_'))}")
         terms.append((hp[key], term.make(model, hp)))
-    double = tuple(t.name for t in method.penalties if t.double_backward)
-    return AppliedMethod(name, terms, tuple(hooks), double)
+    return AppliedMethod(name, terms, tuple(hooks), method.double_backward)

@@ -146,6 +146,36 @@ def test_kid_near_zero_for_the_same_distribution() -> None:
         kid(a, b, Identity(8), subsets=5, subset_size=100, seed=3, check_range=False)
 
 
+@pytest.mark.parametrize("whole_kernels", [True, False])
+def test_fid_and_kid_equal_torchmetrics(monkeypatch, whole_kernels: bool) -> None:
+    """torchmetrics' FrechetInceptionDistance / KernelInceptionDistance as the oracle, on the
+    same float64 features and, for KID, the same subsets (torchmetrics draws them from the
+    global RNG under manual_seed(seed); lipkit from a generator seeded the same way), with
+    lipkit's kernels computed once for the whole sets and per subset."""
+    from torchmetrics.image.fid import FrechetInceptionDistance
+    from torchmetrics.image.kid import KernelInceptionDistance
+
+    from lipkit.metrics import feature_distances
+
+    if not whole_kernels:
+        monkeypatch.setattr(feature_distances, "WHOLE_KERNEL_MAX", 10)
+    g = torch.Generator().manual_seed(5)
+    a = torch.randn(6, 6, generator=g, dtype=DT)
+    real = torch.randn(300, 6, generator=g, dtype=DT) @ a
+    fake = torch.randn(250, 6, generator=g, dtype=DT) * 1.5 + 0.3
+    theirs = FrechetInceptionDistance(feature=Identity(6))
+    theirs.update(real, real=True)
+    theirs.update(fake, real=False)
+    assert fid(real, fake, Identity(6), check_range=False) == pytest.approx(float(theirs.compute()), rel=1e-9)
+    kid_theirs = KernelInceptionDistance(feature=Identity(6), subsets=7, subset_size=100)
+    kid_theirs.update(real, real=True)
+    kid_theirs.update(fake, real=False)
+    torch.manual_seed(11)
+    mean, std = (float(v) for v in kid_theirs.compute())
+    ours = kid(real, fake, Identity(6), subsets=7, subset_size=100, seed=11, check_range=False)
+    assert ours == pytest.approx((mean, std), rel=1e-9)
+
+
 @pytest.fixture
 def one_thread() -> Iterator[None]:
     """Small-CNN steps on a shared 2-core machine: 2 OpenMP threads under load were ~30x

@@ -201,3 +201,38 @@ def test_operator_norm_checks_the_input_shape_once(monkeypatch, layer, method) -
     for bad in ((2, 0, 6), (2, 6.5, 6), "2,6,6", ()):
         with pytest.raises(ValueError, match="input_shape="):
             lk.operator_norm(layer, bad, method)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("shape", [(40, 70), (70, 40), (128, 128), (1, 9), (9, 1)])
+@pytest.mark.parametrize("scale", [1.0, 1e-30, 1e30])
+def test_exact_top_pair_gives_the_top_singular_value(dtype, shape, scale):
+    """u^T W v of the pair against svdvals (float64), with the top two singular values 1e-3
+    apart (the eigenvector is then hardest to resolve), at tiny and huge scales (a float32
+    Gram of 1e30 entries overflows unless the matrix is scaled first)."""
+    from lipkit.norms.linalg import exact_top_pair
+
+    g = torch.Generator().manual_seed(sum(shape))
+    q1 = torch.linalg.qr(torch.randn(shape[0], shape[0], generator=g, dtype=torch.float64)).Q
+    q2 = torch.linalg.qr(torch.randn(shape[1], shape[1], generator=g, dtype=torch.float64)).Q
+    k = min(shape)
+    values = torch.linspace(1.0, 0.1, k, dtype=torch.float64)
+    if k > 1:
+        values[1] = 1.0 - 1e-3
+    w64 = (q1[:, :k] * values) @ q2[:, :k].T
+    w = (w64 * scale).to(dtype)
+    u, v = exact_top_pair(w)
+    assert u.dtype == v.dtype == dtype and u.shape == (shape[0],) and v.shape == (shape[1],)
+    assert float(u.norm()) == pytest.approx(1, rel=1e-5) and float(v.norm()) == pytest.approx(1, rel=1e-5)
+    sigma = float(u.double() @ w.double() @ v.double())
+    ref = float(torch.linalg.svdvals(w.double())[0])
+    assert sigma == pytest.approx(ref, rel=1e-6 if dtype == torch.float32 else 1e-12)
+
+
+def test_exact_top_pair_of_a_zero_matrix_is_a_unit_pair():
+    from lipkit.norms.linalg import exact_top_pair
+
+    for dtype in (torch.float32, torch.float64):
+        u, v = exact_top_pair(torch.zeros(3, 5, dtype=dtype))
+        assert torch.isfinite(u).all() and torch.isfinite(v).all()
+        assert float(u.norm()) == pytest.approx(1) and float(v.norm()) == pytest.approx(1)

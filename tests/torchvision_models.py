@@ -6,7 +6,8 @@ torch of these machines, and `import torchvision` then fails in torchvision._met
 ("operator torchvision::nms does not exist"), which registers fake kernels for those ops. The
 model classes are pure Python and never call them, so that one module is replaced by an empty
 one before the import. Only tests use torchvision; lipkit itself never imports it (torchmetrics,
-which FID / KID use, does when it is installed: conftest.py applies the shim for every test)."""
+the test oracle of lipkit's FID / KID, does when it is installed: conftest.py applies the shim
+for every test)."""
 from __future__ import annotations
 
 import sys

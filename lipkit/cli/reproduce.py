@@ -32,6 +32,9 @@ def add_reproduce_command(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default=None,
                    help="torch device for training and timing (default: cuda if available, else cpu)")
     p.add_argument("--out", default="reproduce", help="output folder (default: ./reproduce)")
+    p.add_argument("--workers", type=int, default=None,
+                   help="processes that train the claims' runs side by side before the claims are measured "
+                   "(default: one per CPU core, up to 4; 1 on a GPU; 1: one run at a time)")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True,
                    help="per-run progress bars (default: on)")
     p.set_defaults(func=cmd_reproduce)
@@ -53,5 +56,5 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
         raise ValueError(f"--out {args.out} is a file: reproduce writes a folder (REPORT.md, runs, figures) there")
     command = "lipkit " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:2] == ["reproduce"] else None
     results = reproduce(args.out, profile=args.profile, claims=claims, device=device, progress=args.progress,
-                        command=command)
+                        command=command, workers=args.workers)
     return 1 if results["errors"] else 0

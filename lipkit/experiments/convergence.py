@@ -22,12 +22,14 @@ generator step dominates).
 from __future__ import annotations
 
 import statistics
+from pathlib import Path
 from typing import Any
 
 from ..train.gan import GanConfig, fit, resolve_config
 from ..train.run_summary import read_metrics
 from .common import ClaimResult, Context, Figure, fmt, markdown_table, metric_of, run_or_reuse, verdict_of
 from .plots import plot_convergence
+from .run_pool import Job, gan_job
 
 TITLE = ("(b) WGAN with spectral normalization and no gradient penalty reaches the same quality in fewer "
          "epochs than WGAN-GP, and better final quality.")
@@ -101,6 +103,20 @@ def decide(per_data: dict[str, dict[str, Any]]) -> tuple[str, str]:
     return verdict, "; ".join(f"{d}: {v} ({said})" for d, (v, said) in verdicts.items())
 
 
+def run_config(ctx: Context, data: str, method: str, seed: int) -> GanConfig:
+    """The train-gan run of one (data set, critic method, seed) of this claim."""
+    size = SETTINGS[ctx.profile]["data"][data]
+    return GanConfig(out=str(ctx.runs_dir("b") / f"{data}-{method}-seed{seed}"), data=data, critic=method,
+                     seed=seed, device=ctx.device, progress=ctx.progress, certify=False, lower_bound_steps=5,
+                     checkpoint_every=size["eval_every"], **size)
+
+
+def planned_jobs(ctx: Context) -> list[Job]:
+    """Every training run of this claim, for reproduce's run pool."""
+    s = SETTINGS[ctx.profile]
+    return [gan_job(ctx, run_config(ctx, data, m, seed)) for data in s["data"] for m in METHODS for seed in s["seeds"]]
+
+
 def run(ctx: Context) -> ClaimResult:
     s = SETTINGS[ctx.profile]
     per_data, tables, figures, runs = {}, [], [], []
@@ -112,10 +128,8 @@ def run(ctx: Context) -> ClaimResult:
         for method in METHODS:
             folders[method] = []
             for seed in s["seeds"]:
-                out = ctx.runs_dir("b") / f"{data}-{method}-seed{seed}"
-                config = GanConfig(out=str(out), data=data, critic=method, seed=seed, device=ctx.device,
-                                   progress=ctx.progress, certify=False, lower_bound_steps=5,
-                                   checkpoint_every=size["eval_every"], **size)
+                config = run_config(ctx, data, method, seed)
+                out = Path(config.out)
                 summary = run_or_reuse(config, resolve_config, fit)
                 folders[method].append(str(out))
                 runs.append(str(out.relative_to(ctx.out)))

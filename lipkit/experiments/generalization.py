@@ -12,12 +12,14 @@ README's compare-clf command, so a folder holding them is reused (see README).
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Any
 
 from ..train.classify import ClfConfig
 from ..train.compare import compare
 from .common import ClaimResult, Context, Figure, fmt, markdown_table, verdict_of
+from .run_pool import Job
 
 TITLE = "(a) Spectral norm regularization improves generalization over L2 (Yoshida & Miyato 2017)."
 REGS = ("none", "l2", "snr", "sn", "igp")
@@ -27,6 +29,7 @@ SETTINGS: dict[str, dict[str, Any]] = {
     "full": dict(data="fashion-mnist", train_size=2000, model="cnn", width=32, hidden=128, epochs=15,
                  seeds=(0, 1, 2), sn_iter=3, pgd_size=300, pgd_steps=30, lower_bound_steps=10),
 }
+JOB_COST = {"quick": 1000.0, "full": 40000.0}  # in run_pool.STEP_COST units (toy generator steps)
 Z = 2.0  # a difference counts when it exceeds Z standard errors of the difference of seed means
 RULE = (f"snr vs l2 over the same seeds, lambdas tuned on validation. 'Better accuracy': mean test accuracy "
         f"of snr exceeds l2's by more than {Z:g} standard errors of the difference (sample std over seeds). "
@@ -69,7 +72,8 @@ def open_question(table: dict[str, dict[str, float]], n_seeds: int) -> str:
             f"to test accuracy here (igp - none = {acc:+.4f}, SE {se:.4f}); robust accuracy {robust}.")
 
 
-def run(ctx: Context) -> ClaimResult:
+def compared(ctx: Context) -> list[dict[str, Any]]:
+    """The compare-clf table of this claim (its runs trained, or reused when finished)."""
     s = SETTINGS[ctx.profile]
     out = ctx.runs_dir("a")
     base = ClfConfig(out=str(out), data=s["data"], train_size=s["train_size"], model=s["model"], width=s["width"],
@@ -81,7 +85,20 @@ def run(ctx: Context) -> ClaimResult:
 
     base.steps = steps_for_epochs(base, s["epochs"])
     command = f"lipkit reproduce --{ctx.profile} --claims a"
-    rows = compare(base, REGS, list(s["seeds"]), out, tune=True, command=command)
+    return compare(base, REGS, list(s["seeds"]), out, tune=True, command=command)
+
+
+def planned_jobs(ctx: Context) -> list[Job]:
+    """This claim's runs as one job for reproduce's run pool: the lambdas tuned on the first
+    seed decide the other runs, so they train in order (cost: ~85 s on one core, quick)."""
+    quiet = dataclasses.replace(ctx, progress=False)
+    return [Job(str(ctx.runs_dir("a").relative_to(ctx.out)), JOB_COST[ctx.profile], compared, (quiet,))]
+
+
+def run(ctx: Context) -> ClaimResult:
+    s = SETTINGS[ctx.profile]
+    out = ctx.runs_dir("a")
+    rows = compared(ctx)
     table = {r["reg"]: r for r in rows}
     n = len(s["seeds"])
     verdict, said = decide(table, n)

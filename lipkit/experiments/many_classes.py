@@ -29,6 +29,7 @@ from ..train.gan import GanConfig, fit, resolve_config
 from .common import PROFILES, ClaimResult, Context, Figure, fmt, load_gan_task, markdown_table, run_or_reuse, verdict_of
 from .gradient_probes import MAX_SLOPE, REGIONS, gradient_norms, probe_regions, regions_of, summarize
 from .plots import plot_class_samples, plot_gradient_norms, plot_per_class_w1
+from .run_pool import Job, gan_job
 
 TITLE = ("(d) GP handles many-class / conditional generation poorly (interpolation between classes); "
          "SN constrains everywhere.")
@@ -114,6 +115,11 @@ def configs(ctx: Context) -> dict[str, list[tuple[str, GanConfig]]]:
             eval_every=img["steps"] // 3, checkpoint_every=img["steps"] // 6, eval_samples=img["eval_samples"],
             lower_bound_steps=s["lower_bound_steps"], **common)) for m in METHODS for seed in img["seeds"]]
     return out
+
+
+def planned_jobs(ctx: Context) -> list[Job]:
+    """Every training run of this claim, for reproduce's run pool."""
+    return [gan_job(ctx, config) for items in configs(ctx).values() for _, config in items]
 
 
 def measure(config: GanConfig, n: int) -> tuple[dict[str, Any], dict[str, Tensor], Any]:

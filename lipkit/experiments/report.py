@@ -28,12 +28,23 @@ def machine_description(device: str) -> str:
     return text + f", device {device}"
 
 
+def _pool_line(results: dict[str, Any]) -> str:
+    """How the training runs were scheduled (their seconds per step depend on it)."""
+    workers = results.get("workers", 1)
+    if workers < 2:
+        return ""
+    return (f"  \nThe claims' training runs ran first, {workers} processes side by side "
+            f"({results.get('threads_per_worker', 1)} thread(s) each), in "
+            f"{results.get('pool_seconds', 0):.0f} s; each claim's time below is what it measured afterwards "
+            "(claim (c) times its steps alone).")
+
+
 def write_report(out: Path, results: dict[str, Any]) -> Path:
     claims: dict[str, dict[str, Any]] = results["claims"]
     lines = ["# lipkit reproduce: the seed's claims, measured", "",
              f"Command: `{results['command']}`  ",
              f"Profile: {results['profile']}; machine: {results['machine']}  ",
-             f"Started {results['started']}; total {results.get('seconds', 0):.0f} s.", "",
+             f"Started {results['started']}; total {results.get('seconds', 0):.0f} s.{_pool_line(results)}", "",
              "Every number below was measured by this command in this run; each verdict was decided by the "
              "rule printed under it, written in lipkit/experiments/ before the run. Training runs are under "
              "`runs/` (config.json, metrics.jsonl, samples), all numbers also in `results.json`.", "",

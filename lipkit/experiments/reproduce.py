@@ -17,6 +17,7 @@ from typing import Any, Sequence
 
 from .common import PROFILES, ClaimResult, Context
 from .report import machine_description, write_report
+from .run_pool import Job, default_workers, run_jobs, threads_per_worker
 
 CLAIMS = {"a": "generalization", "b": "convergence", "c": "step_cost", "d": "many_classes", "trap": "trap"}
 
@@ -35,20 +36,30 @@ def claim_module(key: str) -> Any:
 
 
 def reproduce(out: str | Path, *, profile: str = "quick", claims: str | Sequence[str] = tuple(CLAIMS),
-              device: str = "cpu", progress: bool = True, command: str | None = None) -> dict[str, Any]:
-    """Run `claims` at `profile` size into `out`; returns the results.json content."""
+              device: str = "cpu", progress: bool = True, command: str | None = None,
+              workers: int | None = None) -> dict[str, Any]:
+    """Run `claims` at `profile` size into `out`; returns the results.json content. workers:
+    processes that train the claims' runs side by side first (run_pool.py; None: one per
+    core on a CPU, up to run_pool.MAX_WORKERS; 1: each claim trains its own runs in turn)."""
     if profile not in PROFILES:
         raise ValueError(f"profile={profile!r}; choose one of {PROFILES}")
+    workers = default_workers(device) if workers is None else workers
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise ValueError(f"workers must be an int >= 1, got {workers!r}")
     keys = parse_claims(claims)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     ctx = Context(out=out, profile=profile, device=device, progress=progress)
     results: dict[str, Any] = {
         "command": command or f"lipkit reproduce --{profile} --claims {','.join(keys)} --out {out}",
-        "profile": profile, "device": device, "machine": machine_description(device),
+        "profile": profile, "device": device, "machine": machine_description(device), "workers": workers,
+        "threads_per_worker": threads_per_worker(workers),
         "started": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "claims": {}, "errors": {},
     }
     began = time.perf_counter()
+    jobs = [job for key in keys for job in getattr(claim_module(key), "planned_jobs", lambda _: [])(ctx)]
+    run_jobs([job for job in jobs if not _reusable(job)], workers)
+    results["pool_seconds"] = round(time.perf_counter() - began, 1)
     for i, key in enumerate(keys, 1):
         print(f"[{i}/{len(keys)}] claim {key} ({CLAIMS[key]}, {profile})", flush=True)
         start = time.perf_counter()
@@ -66,6 +77,16 @@ def reproduce(out: str | Path, *, profile: str = "quick", claims: str | Sequence
     write_report(out, results)
     print(f"report: {out / 'REPORT.md'}", flush=True)
     return results
+
+
+def _reusable(job: Job) -> bool:
+    """A job training one config whose finished run is already there (a rerun): nothing to do."""
+    from ..train.classify import ClfConfig
+    from ..train.gan import GanConfig
+    from ..train.reuse import is_finished
+
+    config = job.args[0] if len(job.args) == 1 else None
+    return isinstance(config, (GanConfig, ClfConfig)) and is_finished(config)
 
 
 def _save(out: Path, results: dict[str, Any]) -> None:

@@ -35,6 +35,7 @@ from ..train.checkpoint import list_checkpoints, load_checkpoint
 from ..train.gan import GanConfig, GanTask, fit, resolve_config
 from .common import ClaimResult, Context, Figure, markdown_table, metric_of, run_or_reuse, verdict_of
 from .plots import plot_trap_gap, plot_trap_quality
+from .run_pool import Job, gan_job
 from .trap_gradients import NORMALIZED_TOL, gradient_gap, gradient_pair  # noqa: F401  (trap.X in tests)
 
 TITLE = ("(trap) Spectral normalization must be a reparametrization: applied as a projection after each step "
@@ -96,6 +97,12 @@ def run_config(ctx: Context, data: str, critic: str, seed: int) -> GanConfig:
                      checkpoint_every=max(1, sizes["steps"] // CHECKPOINTS), keep_checkpoints=CHECKPOINTS,
                      out=str(ctx.runs_dir("trap") / f"{data}-{critic}-seed{seed}"),
                      device=ctx.device, progress=ctx.progress, certify=False)
+
+
+def planned_jobs(ctx: Context) -> list[Job]:
+    """Every training run of this claim, for reproduce's run pool."""
+    s = SETTINGS[ctx.profile]
+    return [gan_job(ctx, run_config(ctx, data, m, seed)) for data in s["runs"] for m in METHODS for seed in s["seeds"]]
 
 
 def quality_of(folder: str | Path, metric: str, summary: dict[str, Any]) -> dict[str, Any]:

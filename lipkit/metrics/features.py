@@ -57,8 +57,8 @@ class FeatureCNN(nn.Module):
 
 
 class PenultimateFeatures(nn.Module):
-    """The classifier's penultimate layer as torchmetrics' custom `feature` module
-    (num_features tells torchmetrics the width without a dummy 299x299 forward)."""
+    """The classifier's penultimate layer: the feature map of FID / KID (num_features is the
+    width, also what torchmetrics reads of a custom `feature` module)."""
 
     def __init__(self, classifier: FeatureCNN) -> None:
         super().__init__()

@@ -1,20 +1,20 @@
 """Image metrics in a domain classifier's feature space: FID, KID, class accuracy.
 
-FID and KID come from torchmetrics with our classifier's penultimate layer as the custom
-`feature` module (torchmetrics computes FID through eigenvalues of S1 S2 in float64, and
-KID as the unbiased polynomial-kernel MMD^2 averaged over random subsets). Images are
+The features are the classifier's penultimate layer (any module mapping a batch to (N, F)
+works too); FID and KID between the two feature sets are feature_distances.py's (the
+definitions torchmetrics implements, checked against it in the tests). Images are
 (N, C, H, W) floats in [0, 1], the classifier's training range: map a tanh generator's
 output with lipkit.data.from_gan_range first.
 """
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
 from torch import Tensor
 
+from .feature_distances import frechet_distance, kernel_distance
 from .features import DomainClassifier
 
 KID_SUBSETS = 100  # torchmetrics' default
@@ -41,44 +41,32 @@ def _check_images(name: str, images: Tensor, check_range: bool) -> Tensor:
     return images
 
 
-def _feed(metric: nn.Module, images: Tensor, real: bool) -> None:
-    for chunk in images.split(FEATURE_BATCH):
-        metric.update(chunk, real=real)
+@torch.no_grad()
+def features_of(images: Tensor, features: DomainClassifier | nn.Module) -> Tensor:
+    """(N, F) features of a batch of images, computed FEATURE_BATCH images at a time."""
+    module = _feature_module(features)
+    return torch.cat([module(chunk) for chunk in images.split(FEATURE_BATCH)])
 
 
 def fid(real: Tensor, fake: Tensor, features: DomainClassifier | nn.Module, *, check_range: bool = True) -> float:
     """Frechet distance between Gaussians fitted to the features of real and fake.
 
     features: a DomainClassifier (its penultimate layer) or any module mapping a batch to
-    (N, F) features (needs num_features=F or a forward on a dummy 299x299 input).
+    (N, F) features.
     """
-    from torchmetrics.image.fid import FrechetInceptionDistance
-
-    metric = FrechetInceptionDistance(feature=_feature_module(features))
-    _feed(metric, _check_images("real", real, check_range), True)
-    _feed(metric, _check_images("fake", fake, check_range), False)
-    return float(metric.compute())
+    real, fake = _check_images("real", real, check_range), _check_images("fake", fake, check_range)
+    return frechet_distance(features_of(real, features), features_of(fake, features))
 
 
 def kid(real: Tensor, fake: Tensor, features: DomainClassifier | nn.Module, *, subsets: int = KID_SUBSETS,
         subset_size: int | None = None, seed: int = 0, check_range: bool = True) -> tuple[float, float]:
     """(mean, std) over `subsets` random subsets of the unbiased MMD^2 with the cubic
-    polynomial kernel (x.y / F + 1)^3. Subsets are drawn from the global RNG inside
-    torchmetrics, so it runs under fork_rng seeded with `seed`: reproducible, and the
-    caller's RNG stream is left untouched."""
-    from torchmetrics.image.kid import KernelInceptionDistance
-
+    polynomial kernel (x.y / F + 1)^3; the subsets are drawn from a generator seeded with
+    `seed` (reproducible; the caller's RNG stream is left untouched)."""
     real, fake = _check_images("real", real, check_range), _check_images("fake", fake, check_range)
     size = min(KID_SUBSET_SIZE, len(real), len(fake)) if subset_size is None else subset_size
-    with warnings.catch_warnings():  # "will save all extracted features": known, and bounded here
-        warnings.simplefilter("ignore", UserWarning)
-        metric = KernelInceptionDistance(feature=_feature_module(features), subsets=subsets, subset_size=size)
-    _feed(metric, real, True)
-    _feed(metric, fake, False)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        mean, std = metric.compute()
-    return float(mean), float(std)
+    return kernel_distance(features_of(real, features), features_of(fake, features), subsets=subsets,
+                           subset_size=size, seed=seed)
 
 
 def class_accuracy(images: Tensor, labels: Tensor, classifier: DomainClassifier, *,
@@ -100,7 +88,12 @@ class ImageScores:
 
 def image_scores(real: Tensor, fake: Tensor, classifier: DomainClassifier, *,
                  fake_labels: Tensor | None = None, seed: int = 0) -> ImageScores:
-    """FID, KID and (for a conditional generator, given fake_labels) class accuracy at once."""
-    kid_mean, kid_std = kid(real, fake, classifier, seed=seed)
+    """FID, KID and (for a conditional generator, given fake_labels) class accuracy at once,
+    from one feature pass over each set."""
+    real, fake = _check_images("real", real, True), _check_images("fake", fake, True)
+    real_features, fake_features = features_of(real, classifier), features_of(fake, classifier)
+    size = min(KID_SUBSET_SIZE, len(real), len(fake))
+    kid_mean, kid_std = kernel_distance(real_features, fake_features, subsets=KID_SUBSETS, subset_size=size,
+                                        seed=seed)
     accuracy = None if fake_labels is None else class_accuracy(fake, fake_labels, classifier)
-    return ImageScores(fid(real, fake, classifier), kid_mean, kid_std, accuracy)
+    return ImageScores(frechet_distance(real_features, fake_features), kid_mean, kid_std, accuracy)

@@ -1,9 +1,10 @@
 """WGAN training on lipkit's run skeleton: build, critic_step, generator_step, fit (the config is
 gan_config.py, evaluation gan_eval.py, the critic method lipkit.methods).
 
-The critic minimizes E f(fake) - E f(real) + sum_i w_i penalty_i, under the critic method's
+The critic minimizes E f(fake) - E f(real) + sum_i w_i penalty_i (or, with loss="hinge",
+SN-GAN's E relu(1 - f(real)) + E relu(1 + f(fake)) + penalties), under the critic method's
 constraint (lipkit/methods); E f(real) - E f(fake) is its W1 estimate, logged every step.
-The generator minimizes -E f(G(z)). A conditional run feeds the SAME labels to the real and
+The generator minimizes -E f(G(z)) with either loss. A conditional run feeds the SAME labels to the real and
 the fake batch of a critic step (what a conditional gradient penalty assumes).
 
 RNG streams, all checkpointed: the data stream (its own generator / epoch seed), `noise`
@@ -84,15 +85,23 @@ def _backward_step(loss: Tensor, optimizer: torch.optim.Optimizer, precision: Pr
 
 def critic_update(critic: nn.Module, optimizer: torch.optim.Optimizer, method: AppliedMethod, real: Tensor,
                   fake: Tensor, labels: Tensor | None, penalty_rng: torch.Generator,
-                  shard: Shard | None = None, precision: Precision | None = None) -> dict[str, Tensor]:
+                  shard: Shard | None = None, precision: Precision | None = None,
+                  loss_kind: str = "wgan") -> dict[str, Tensor]:
     """One critic update on a real and a generated batch: the step train-gan takes and the one
     `lipkit bench` and claim (c) time. Statistics stay on the device (no host sync). shard:
     in a multi-rank job, these batches are this rank's rows of the global batch; precision:
-    autocast and loss scaling (--precision), None for plain fp32."""
+    autocast and loss scaling (--precision), None for plain fp32. loss_kind: wgan minimizes
+    E f(fake) - E f(real); hinge (SN-GAN) E relu(1 - f(real)) + E relu(1 + f(fake)); both
+    log E f(real) - E f(fake) as w1_critic."""
     with precision.autocast() if precision is not None else contextlib.nullcontext():
-        w1 = at_least_fp32(score(critic, real, labels)).mean() - at_least_fp32(score(critic, fake, labels)).mean()
+        on_real = at_least_fp32(score(critic, real, labels))
+        on_fake = at_least_fp32(score(critic, fake, labels))
         penalty = method.penalty(Batch(real, labels, fake=fake, generator=penalty_rng, shard=shard))
-    loss = -w1 + penalty
+    w1 = on_real.mean() - on_fake.mean()
+    if loss_kind == "hinge":
+        loss = torch.relu(1 - on_real).mean() + torch.relu(1 + on_fake).mean() + penalty
+    else:
+        loss = -w1 + penalty
     _backward_step(loss, optimizer, precision)
     method.after_step(critic)  # projections (clip, frobenius) act AFTER the update
     return {"loss_critic": loss.detach(), "w1_critic": w1.detach(), "penalty": penalty.detach()}
@@ -101,7 +110,7 @@ def critic_update(critic: nn.Module, optimizer: torch.optim.Optimizer, method: A
 def critic_step(critic: nn.Module, generator: models.Generator, optimizer: torch.optim.Optimizer,
                 method: AppliedMethod, real: Tensor, labels: Tensor | None, noise: torch.Generator,
                 penalty_rng: torch.Generator, shard: Shard | None = None,
-                precision: Precision | None = None) -> dict[str, Tensor]:
+                precision: Precision | None = None, loss_kind: str = "wgan") -> dict[str, Tensor]:
     """One critic update on a real batch; fakes share the real batch's labels. With a shard,
     real and labels are the GLOBAL batch: this rank trains on its rows of it (and of z)."""
     z = torch.randn(real.shape[0], generator.noise_dim, generator=noise).to(real.device)
@@ -109,7 +118,7 @@ def critic_step(critic: nn.Module, generator: models.Generator, optimizer: torch
         real, labels, z = shard.take(real), shard.take(labels), shard.take(z)
     with torch.no_grad(), precision.autocast() if precision is not None else contextlib.nullcontext():
         fake = generator(z, labels)
-    return critic_update(critic, optimizer, method, real, fake, labels, penalty_rng, shard, precision)
+    return critic_update(critic, optimizer, method, real, fake, labels, penalty_rng, shard, precision, loss_kind)
 
 
 def generator_step(critic: nn.Module, generator: models.Generator, optimizer: torch.optim.Optimizer,
@@ -174,7 +183,7 @@ class GanTask:
             real = real.to(self.device)
             labels = labels.to(self.device) if c.conditional else None
             stats = critic_step(self.critic, self.generator, self.opt_critic, self.method, real, labels,
-                                self.noise, self.penalty_rng, self.shard, self.precision_critic)
+                                self.noise, self.penalty_rng, self.shard, self.precision_critic, c.loss)
         stats |= generator_step(self.critic, self.generator, self.opt_generator, c.batch_size, self.noise,
                                 self.device, self.shard, self.precision_generator)
         return scalars_to_host(stats)  # one host sync per step, for the NaN guard

@@ -12,6 +12,8 @@ from ..methods import get_method
 from .presets import PRESET_KEYS, preset_defaults
 from .run_config import MAX_DEPTH, RunConfig
 
+GAN_LOSSES = ("wgan", "hinge")
+
 
 @dataclass
 class GanConfig(RunConfig):
@@ -21,6 +23,7 @@ class GanConfig(RunConfig):
     classes: int = 10  # number of modes of `rings`
     conditional: bool = False  # projection critic + label-conditioned generator
     critic: str = "gp"  # a critic method of the registry (lipkit.methods): sn, gp, clip, ...
+    loss: str = "wgan"  # critic loss: wgan (E f(fake) - E f(real)) or hinge (SN-GAN's); generator: -E f(G(z))
     batch_size: int | None = None  # None: 256 on 2-D data (WGAN-GP toy code), 64 on images
     noise_dim: int | None = None  # None: 2 on 2-D data (toy code), 64 on images
     width: int | None = None  # critic width: None: 512 (MLP), 64 (conv, doubled per stage)
@@ -81,6 +84,8 @@ def check_values(config: GanConfig) -> None:
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
             raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
     check_bjorck_order("bjorck_order", config.bjorck_order)
+    if config.loss not in GAN_LOSSES:
+        raise ValueError(f"loss must be one of {', '.join(GAN_LOSSES)}, got {config.loss!r}")
     if config.depth > MAX_DEPTH:  # built layer by layer in Python: a typo would hang, not fail
         raise ValueError(f"depth must be an int in [1, {MAX_DEPTH}], got {config.depth}")
     for name, positive in (("lr", True), ("g_lr", True), ("clip_c", True), ("max_norm", True),

@@ -194,7 +194,12 @@ def tables(sets: dict[str, Any]) -> list[str]:
 def notes(sets: dict[str, Any]) -> list[str]:
     out = ["An SN projection critic f(x, y) = psi(phi(x)) + <E e_y, phi(x)> is only (Lip(psi) + ||E e_y||) "
            "Lip(phi) <= 2 Lipschitz in x for a label, not 1: its norms are measured, not assumed.",
-           "gp/gp1 on 2-D data use the WGAN-GP toy code's penalty weight 0.1 (presets.py), a weak pull to 1."]
+           "gp/gp1 on 2-D data use the WGAN-GP toy code's penalty weight 0.1 (presets.py), a weak pull to 1.",
+           "What the K = 100 quality verdict depends on (benchmarks/many_classes_variants.py, one seed, README "
+           "'Claim (d) at K = 100'): the step budget. SN learns the conditioning, slowly: with this setup its "
+           "per-class W1 falls from ~1.4 at 1000 steps to ~0.3 at 3000; a wider critic, or each class vector "
+           "normalized alone instead of the whole embedding matrix, also helps; SN-GAN's hinge loss and a "
+           "GroupSort critic do not. The critic normalizes the class embedding as SN-GAN's code does (SNEmbedID)."]
     for name, per in sets.items():
         k = int(name[5:]) if name.startswith("rings") else 10
         for m in METHODS:

@@ -17,7 +17,7 @@ from typing import Any, Sequence
 
 from .common import PROFILES, ClaimResult, Context
 from .report import machine_description, write_report
-from .run_pool import Job, default_workers, run_jobs, threads_per_worker
+from .run_pool import Job, default_workers, run_jobs, threads_per_worker, with_feature_classifiers
 
 CLAIMS = {"a": "generalization", "b": "convergence", "c": "step_cost", "d": "many_classes", "trap": "trap"}
 
@@ -58,7 +58,7 @@ def reproduce(out: str | Path, *, profile: str = "quick", claims: str | Sequence
     }
     began = time.perf_counter()
     jobs = [job for key in keys for job in getattr(claim_module(key), "planned_jobs", lambda _: [])(ctx)]
-    run_jobs([job for job in jobs if not _reusable(job)], workers)
+    run_jobs(with_feature_classifiers([job for job in jobs if not _reusable(job)]), workers)
     results["pool_seconds"] = round(time.perf_counter() - began, 1)
     for i, key in enumerate(keys, 1):
         print(f"[{i}/{len(keys)}] claim {key} ({CLAIMS[key]}, {profile})", flush=True)

@@ -55,6 +55,20 @@ def gan_job(ctx: Any, config: Any) -> Job:
                (dataclasses.replace(config, progress=False),))
 
 
+def with_feature_classifiers(jobs: list[Job]) -> list[Job]:
+    """jobs, plus one job per image data set their GAN runs evaluate with FID: training its
+    feature classifier (metrics/features.py, cached on disk) ahead of them, so that on a fresh
+    machine two workers do not both train it when their first image runs evaluate."""
+    from ..data import get_data
+    from ..metrics.features import domain_classifier
+    from ..train.gan_config import GanConfig
+
+    image_sets = {c.data for job in jobs for c in job.args[:1]
+                  if isinstance(c, GanConfig) and c.image_metrics and not get_data(c.data).is_toy}
+    first = max((job.cost for job in jobs), default=0.0) + 1.0
+    return [Job(f"{name} feature classifier", first, domain_classifier, (name,)) for name in sorted(image_sets)] + jobs
+
+
 def _label(ctx: Any, out: str | Path) -> str:
     try:
         return str(Path(out).relative_to(ctx.out))

@@ -38,7 +38,7 @@ RULE = (
 # beside other jobs); one thread makes contention cost in proportion, and the claim reads
 # ratios between modes, not absolute speed.
 SETTINGS: dict[str, dict[str, Any]] = {
-    "quick": {"width": 16, "batches": [64], "steps": 3, "warmup": 1, "repeats": 3, "modes": list(MODES),
+    "quick": {"width": 16, "batches": [64], "steps": 2, "warmup": 1, "repeats": 3, "modes": list(MODES),
               "threads": None, "cpu": {"threads": 1}},
     "full": {
         "width": 64, "batches": [64, 256], "steps": 50, "warmup": 10, "repeats": 3, "modes": list(MODES),

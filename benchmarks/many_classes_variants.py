@@ -14,7 +14,7 @@ what lipkit's "sn" does).
 
     OMP_NUM_THREADS=1 python benchmarks/many_classes_variants.py --out runs/d_variants [--workers 2]
 
-Writes the table to stdout and --table (markdown). ~25 min on this 2-core CPU with 2 workers
+Writes the table to stdout and --table (markdown). ~20 min on this 2-core CPU with 2 workers
 (the lipnet row alone ~9 min: 20 Bjorck iterations per read on one core).
 """
 from __future__ import annotations
@@ -36,18 +36,18 @@ from lipkit.train.gan import GanConfig
 from lipkit.train.reuse import train_or_reuse
 
 BASE = dict(data="rings", classes=100, conditional=True, seed=0, width=128, steps=1000, eval_every=500,
-            checkpoint_every=500, eval_samples=2000, lower_bound_steps=5, certify=False, progress=False)
-VARIANTS = {  # name: (GanConfig fields over BASE, per-class embedding norm instead of SN on it)
-    "sn": ({"critic": "sn"}, False),
-    "gp": ({"critic": "gp"}, False),
-    "sn hinge": ({"critic": "sn", "loss": "hinge"}, False),
-    "gp hinge": ({"critic": "gp", "loss": "hinge"}, False),
-    "sn width 512": ({"critic": "sn", "width": 512}, False),
-    "sn 3000 steps": ({"critic": "sn", "steps": 3000, "eval_every": 1000, "checkpoint_every": 1000}, False),
-    "sn 6000 steps": ({"critic": "sn", "steps": 6000, "eval_every": 1000, "checkpoint_every": 1000}, False),
-    "sn lr 1e-3": ({"critic": "sn", "lr": 1e-3}, False),
-    "lipnet": ({"critic": "lipnet"}, False),
-    "sn, embedding columns <= 1": ({"critic": "sn"}, True),
+            eval_samples=2000, lower_bound_steps=5, certify=False, progress=False)
+VARIANTS = {  # name: (run folder, GanConfig fields over BASE, per-class embedding norm instead of SN)
+    "sn": ("sn", {"critic": "sn"}, False),
+    "gp": ("gp", {"critic": "gp"}, False),
+    "sn hinge": ("sn_hinge", {"critic": "sn", "loss": "hinge"}, False),
+    "gp hinge": ("gp_hinge", {"critic": "gp", "loss": "hinge"}, False),
+    "sn width 512": ("sn_w512", {"critic": "sn", "width": 512}, False),
+    "sn 3000 steps": ("sn_3k", {"critic": "sn", "steps": 3000, "eval_every": 1000}, False),
+    "sn 6000 steps": ("sn_6k", {"critic": "sn", "steps": 6000, "eval_every": 1000}, False),
+    "sn lr 1e-3": ("sn_lr1e-3", {"critic": "sn", "lr": 1e-3}, False),
+    "lipnet": ("lipnet_wgan", {"critic": "lipnet"}, False),
+    "sn, each class vector norm <= 1": ("sn_colnorm", {"critic": "sn"}, True),
 }
 
 
@@ -84,12 +84,12 @@ def main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     out = Path(args.out)
     ctx = SimpleNamespace(out=out)
-    configs = {name: replace(GanConfig(**BASE), out=str(out / name.replace(" ", "_").replace(",", "")), **fields)
-               for name, (fields, _) in VARIANTS.items()}
+    configs = {name: replace(GanConfig(**BASE), out=str(out / folder), **fields)
+               for name, (folder, fields, _) in VARIANTS.items()}
     jobs = []
     for name, config in configs.items():
         job = run_pool.gan_job(ctx, config)
-        if VARIANTS[name][1]:
+        if VARIANTS[name][2]:
             job = replace(job, fn=train_with_column_norm)
         jobs.append(job)
     run_pool.run_jobs(jobs, args.workers)

@@ -21,7 +21,7 @@ def add_reproduce_command(sub: argparse._SubParsersAction) -> None:
                        "Rerunning the same command reuses finished training runs and resumes cut ones.")
     size = p.add_mutually_exclusive_group()
     size.add_argument("--quick", dest="profile", action="store_const", const="quick",
-                      help="small sizes on embedded data (digits, 2-D toys): under 15 min on a 2-core CPU "
+                      help="small sizes on embedded data (digits, 2-D toys): under 10 min on a 2-core CPU "
                       "(the default)")
     size.add_argument("--full", dest="profile", action="store_const", const="full",
                       help="the real sizes (Fashion-MNIST, wide critics, more seeds): about 2-3 h on an H200, more than "

@@ -2,9 +2,10 @@
 
 Why: the claims' training runs are small (2-D critics of width 128, 8x8 digits) and
 independent; a process trains one at the speed of one core whatever its thread count, so on
-a 2-core CPU two runs side by side take about the time of one (the quick profile went from
-~21 to ~N min). The claims then find every run finished and reuse it (train/reuse.py):
-what they measure afterwards, and claim (c)'s timings, run in the main process alone.
+a 2-core CPU two runs side by side take about the time of one (`lipkit reproduce --quick`:
+~21 min one run at a time; 9.2 min with two workers, trap runs shortened, 2026-11-30). The
+claims then find every run finished and reuse it (train/reuse.py): what they measure
+afterwards, and claim (c)'s timings, run in the main process alone.
 
 Jobs are ordered longest first (their `cost`) so the last one to finish is a short one. A
 job that fails is reported in one line and left to its claim, which retries it in-process

@@ -90,6 +90,42 @@ def test_report_lists_every_claim_error_and_figure(tmp_path):
         ClaimResult(key="a", title="t", verdict="maybe", rule="r", decided_by="d", numbers={})
 
 
+def test_a_claim_that_cannot_plan_or_a_failed_pool_loses_no_other_claim(tmp_path, monkeypatch, capsys):
+    """Planning and the run pool sit outside the per-claim error boundary: a claim whose
+    planned_jobs raises, or a pool that fails, is one printed line; every claim still runs
+    (a planned job reaches the pool; the broken claim's own run() error is in the report)."""
+    from types import SimpleNamespace
+
+    from lipkit.experiments import reproduce as rep
+    from lipkit.experiments.run_pool import Job
+
+    def result(key):
+        return ClaimResult(key=key, title=f"claim {key}", verdict="mixed", rule="r", decided_by="d", numbers={})
+
+    def broken_run(ctx):
+        raise RuntimeError("cannot run either")
+
+    modules = {
+        "a": SimpleNamespace(planned_jobs=lambda ctx: [Job("runs/x", 1.0, print, ())], run=lambda ctx: result("a")),
+        "b": SimpleNamespace(planned_jobs=lambda ctx: 1 / 0, run=broken_run),
+        "c": SimpleNamespace(run=lambda ctx: result("c")),
+    }
+    monkeypatch.setattr(rep, "claim_module", lambda key: modules[key])
+    seen: list[list[str]] = []
+
+    def failing_pool(jobs, workers):
+        seen.append([j.label for j in jobs])
+        raise OSError("no processes here")
+
+    monkeypatch.setattr(rep, "run_jobs", failing_pool)
+    results = rep.reproduce(tmp_path / "out", claims="a,b,c", workers=2)
+    out = capsys.readouterr().out
+    assert seen == [["runs/x"]]
+    assert "claim b: its runs could not be planned (ZeroDivisionError" in out
+    assert "run pool failed (OSError: no processes here); each claim trains its own runs" in out
+    assert list(results["claims"]) == ["a", "c"] and "cannot run either" in results["errors"]["b"]["error"]
+
+
 @pytest.mark.slow
 def test_reproduce_quick_end_to_end(tmp_path):
     """The README's main job: every claim runs, every number comes from runs made now."""

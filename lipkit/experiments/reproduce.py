@@ -57,8 +57,7 @@ def reproduce(out: str | Path, *, profile: str = "quick", claims: str | Sequence
         "started": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "claims": {}, "errors": {},
     }
     began = time.perf_counter()
-    jobs = [job for key in keys for job in getattr(claim_module(key), "planned_jobs", lambda _: [])(ctx)]
-    run_jobs(with_feature_classifiers([job for job in jobs if not _reusable(job)]), workers)
+    train_planned_runs(ctx, keys, workers)
     results["pool_seconds"] = round(time.perf_counter() - began, 1)
     for i, key in enumerate(keys, 1):
         print(f"[{i}/{len(keys)}] claim {key} ({CLAIMS[key]}, {profile})", flush=True)
@@ -77,6 +76,23 @@ def reproduce(out: str | Path, *, profile: str = "quick", claims: str | Sequence
     write_report(out, results)
     print(f"report: {out / 'REPORT.md'}", flush=True)
     return results
+
+
+def train_planned_runs(ctx: Context, keys: list[str], workers: int) -> None:
+    """The claims' training runs in the run pool, before any claim measures. Any failure here
+    (a claim that cannot plan, a pool that cannot start) is one printed line and no more:
+    each claim then trains what is missing itself and records its own error in the report.
+    A stop signal (RunInterrupted, a KeyboardInterrupt) goes through."""
+    jobs: list[Job] = []
+    for key in keys:
+        try:
+            jobs += getattr(claim_module(key), "planned_jobs", lambda _: [])(ctx)
+        except Exception as err:  # noqa: BLE001 - the claim meets it again in run() and records it
+            print(f"    claim {key}: its runs could not be planned ({type(err).__name__}: {err})", flush=True)
+    try:
+        run_jobs(with_feature_classifiers([job for job in jobs if not _reusable(job)]), workers)
+    except Exception as err:  # noqa: BLE001 - the claims train their runs themselves instead
+        print(f"    run pool failed ({type(err).__name__}: {err}); each claim trains its own runs", flush=True)
 
 
 def _reusable(job: Job) -> bool:

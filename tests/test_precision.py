@@ -1,5 +1,6 @@
-"""--precision bf16 / fp16 (issue 12): every critic stays finite, the gradient penalty is the
-same function in every precision (closed form on a linear critic), fp16 runs resume exactly
+"""--precision bf16 / fp16 (issue 12): every critic stays finite, the gradient penalties (GAN
+and supervised input-gradient) are the same function in every precision (closed forms on
+linear models), fp16 runs resume exactly
 (the loss scaler is checkpointed), and bad values are one-line errors."""
 from __future__ import annotations
 
@@ -45,6 +46,22 @@ def test_gradient_penalty_under_autocast_is_the_fp32_closed_form(dtype):
     scaler.scale(penalty).backward()
     scaler.unscale_(torch.optim.SGD(critic.parameters(), lr=0.1))
     torch.testing.assert_close(critic.weight.grad[0], 2 * (w.norm() - 1) * w / w.norm(), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_input_gradient_penalty_under_autocast_is_the_fp32_closed_form(dtype):
+    """A linear model W x + b has Jacobian W at every point: the logits penalty is exactly
+    ||W||_F^2, and its weight gradient 2 W; autocast must not put either in half precision."""
+    torch.manual_seed(0)
+    model = nn.Linear(5, 3)
+    x = torch.randn(8, 5)
+    w = model.weight.detach()
+    with torch.autocast("cpu", dtype=dtype):
+        penalty = lk.input_gradient_penalty(model, x.to(dtype), kind="logits", n_proj=None)
+    assert penalty.dtype == torch.float32
+    torch.testing.assert_close(penalty, w.square().sum(), rtol=1e-6, atol=1e-7)
+    penalty.backward()
+    torch.testing.assert_close(model.weight.grad, 2 * w, rtol=1e-6, atol=1e-7)
 
 
 def test_an_fp16_run_resumes_exactly(tmp_path):

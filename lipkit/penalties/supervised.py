@@ -51,6 +51,14 @@ def input_gradient_penalty(
         raise ValueError(f"x must be a non-empty floating-point batch (B, ...), got {_describe(x)}")
     if not torch.is_grad_enabled():
         raise RuntimeError("input_gradient_penalty needs autograd; it is disabled here (torch.no_grad())")
+    # Under autocast (--precision bf16 / fp16) the penalty is computed in fp32, as the GAN
+    # gradient penalty is: its input gradient and the double backward through it would
+    # otherwise run in half precision, and the penalty would change with the precision.
+    device_type = x.device.type
+    if torch.is_autocast_enabled(device_type):
+        with torch.autocast(device_type, enabled=False):
+            return input_gradient_penalty(model, x.float() if x.dtype in (torch.float16, torch.bfloat16) else x,
+                                          y, loss_fn=loss_fn, kind=kind, n_proj=n_proj, generator=generator)
     x = x.detach().clone().requires_grad_(True)
     batch = x.shape[0]
     if kind == "loss":

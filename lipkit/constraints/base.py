@@ -17,6 +17,7 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
+from ..autocast import autocast_off  # noqa: F401  (constraints import it from here)
 from ..norms.linalg import as_dtype  # noqa: F401  (constraints import it from here)
 from ..norms.power_state import UpdateWatch, tensors_key
 from .step_reuse import StepReuse
@@ -165,17 +166,6 @@ def compute_dtype(dtype: torch.dtype) -> torch.dtype:
     if dtype is torch.float32 or dtype is torch.float64:  # the usual case, without a dispatcher call
         return dtype
     return torch.promote_types(dtype, torch.float32)
-
-
-def autocast_off(device_type: str) -> contextlib.AbstractContextManager:
-    """Disable autocast around sigma only when it is on (entering it costs host time)."""
-    try:
-        enabled = torch.is_autocast_enabled(device_type)
-    except TypeError:  # torch < 2.4 has no device argument
-        enabled = True
-    if enabled:
-        return torch.autocast(device_type=device_type, enabled=False)
-    return contextlib.nullcontext()
 
 
 def normalize_by(w: Tensor, sigma: Tensor, bound: float, soft: bool) -> Tensor:

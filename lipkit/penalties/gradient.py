@@ -15,13 +15,13 @@ The penalty only constrains the critic where it samples: between real and fake p
 """
 from __future__ import annotations
 
-import contextlib
 import math
 from typing import Callable
 
 import torch
 from torch import Tensor
 
+from ..autocast import autocast_off
 from ..train_mode import BATCH_MIXING, describe, layers_in_train_mode
 from .norms import per_sample_norm
 
@@ -68,8 +68,7 @@ def gradient_penalty(
     # gradient and the double backward through it would otherwise run in half precision
     # (underflow in fp16), and the penalty would change with the precision.
     device_type = x.device.type
-    autocast_on = torch.is_autocast_enabled(device_type)
-    with torch.autocast(device_type, enabled=False) if autocast_on else contextlib.nullcontext():
+    with autocast_off(device_type):
         if x.dtype in (torch.float16, torch.bfloat16):
             x = x.float()
         x = x.clone().requires_grad_(True)

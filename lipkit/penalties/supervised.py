@@ -17,6 +17,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..autocast import autocast_enabled
 from .norms import per_sample_sq_norm, safe_sqrt
 
 KINDS = ("loss", "logits")
@@ -55,7 +56,7 @@ def input_gradient_penalty(
     # gradient penalty is: its input gradient and the double backward through it would
     # otherwise run in half precision, and the penalty would change with the precision.
     device_type = x.device.type
-    if torch.is_autocast_enabled(device_type):
+    if autocast_enabled(device_type):
         with torch.autocast(device_type, enabled=False):
             return input_gradient_penalty(model, x.float() if x.dtype in (torch.float16, torch.bfloat16) else x,
                                           y, loss_fn=loss_fn, kind=kind, n_proj=n_proj, generator=generator)

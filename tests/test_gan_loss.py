@@ -53,3 +53,8 @@ def test_the_loss_flag_reaches_the_run_and_bad_values_are_refused(tmp_path) -> N
     assert summary["config"]["loss"] == "hinge"
     with pytest.raises(ValueError, match="loss must be one of wgan, hinge, got 'square'"):
         fit(tiny_gan(tmp_path / "bad", "sn", steps=5, loss="square"))
+
+
+def test_an_unknown_loss_in_the_step_is_refused_not_read_as_wgan() -> None:
+    with pytest.raises(ValueError, match="loss must be one of wgan, hinge, got 'hinj'"):
+        linear_critic_step("hinj")

@@ -4,8 +4,9 @@ gan_config.py, evaluation gan_eval.py, the critic method lipkit.methods).
 The critic minimizes E f(fake) - E f(real) + sum_i w_i penalty_i (or, with loss="hinge",
 SN-GAN's E relu(1 - f(real)) + E relu(1 + f(fake)) + penalties), under the critic method's
 constraint (lipkit/methods); E f(real) - E f(fake) is its W1 estimate, logged every step.
-The generator minimizes -E f(G(z)) with either loss. A conditional run feeds the SAME labels to the real and
-the fake batch of a critic step (what a conditional gradient penalty assumes).
+The generator minimizes -E f(G(z)) with either loss (lipkit/losses/critic.py). A conditional
+run feeds the SAME labels to the real and the fake batch of a critic step (what a
+conditional gradient penalty assumes).
 
 RNG streams, all checkpointed: the data stream (its own generator / epoch seed), `noise`
 (z and fake labels), `penalty` (gradient-penalty interpolation), the global torch RNG
@@ -26,6 +27,7 @@ from torch import Tensor
 from .. import data as lkdata
 from .. import models
 from ..data import get_data
+from ..losses.critic import critic_loss
 from ..methods import AppliedMethod, Batch, apply_method
 from . import compiling, distributed
 from .distributed import Shard
@@ -90,18 +92,14 @@ def critic_update(critic: nn.Module, optimizer: torch.optim.Optimizer, method: A
     """One critic update on a real and a generated batch: the step train-gan takes and the one
     `lipkit bench` and claim (c) time. Statistics stay on the device (no host sync). shard:
     in a multi-rank job, these batches are this rank's rows of the global batch; precision:
-    autocast and loss scaling (--precision), None for plain fp32. loss_kind: wgan minimizes
-    E f(fake) - E f(real); hinge (SN-GAN) E relu(1 - f(real)) + E relu(1 + f(fake)); both
-    log E f(real) - E f(fake) as w1_critic."""
+    autocast and loss scaling (--precision), None for plain fp32. loss_kind: a name of
+    losses.critic.CRITIC_LOSSES (wgan, hinge); either logs E f(real) - E f(fake) as w1_critic."""
     with precision.autocast() if precision is not None else contextlib.nullcontext():
         on_real = at_least_fp32(score(critic, real, labels))
         on_fake = at_least_fp32(score(critic, fake, labels))
         penalty = method.penalty(Batch(real, labels, fake=fake, generator=penalty_rng, shard=shard))
     w1 = on_real.mean() - on_fake.mean()
-    if loss_kind == "hinge":
-        loss = torch.relu(1 - on_real).mean() + torch.relu(1 + on_fake).mean() + penalty
-    else:
-        loss = -w1 + penalty
+    loss = critic_loss(loss_kind, on_real, on_fake) + penalty
     _backward_step(loss, optimizer, precision)
     method.after_step(critic)  # projections (clip, frobenius) act AFTER the update
     return {"loss_critic": loss.detach(), "w1_critic": w1.detach(), "penalty": penalty.detach()}

@@ -8,11 +8,10 @@ from dataclasses import dataclass
 
 from ..constraints.options import check_bjorck_order
 from ..data import data_names, get_data
+from ..losses.critic import check_critic_loss
 from ..methods import get_method
 from .presets import PRESET_KEYS, preset_defaults
 from .run_config import MAX_DEPTH, RunConfig
-
-GAN_LOSSES = ("wgan", "hinge")
 
 
 @dataclass
@@ -84,8 +83,7 @@ def check_values(config: GanConfig) -> None:
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
             raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
     check_bjorck_order("bjorck_order", config.bjorck_order)
-    if config.loss not in GAN_LOSSES:
-        raise ValueError(f"loss must be one of {', '.join(GAN_LOSSES)}, got {config.loss!r}")
+    check_critic_loss(config.loss)
     if config.depth > MAX_DEPTH:  # built layer by layer in Python: a typo would hang, not fail
         raise ValueError(f"depth must be an int in [1, {MAX_DEPTH}], got {config.depth}")
     for name, positive in (("lr", True), ("g_lr", True), ("clip_c", True), ("max_norm", True),

@@ -97,12 +97,9 @@ def train_planned_runs(ctx: Context, keys: list[str], workers: int) -> None:
 
 def _reusable(job: Job) -> bool:
     """A job training one config whose finished run is already there (a rerun): nothing to do."""
-    from ..train.classify import ClfConfig
-    from ..train.gan import GanConfig
     from ..train.reuse import is_finished
 
-    config = job.args[0] if len(job.args) == 1 else None
-    return isinstance(config, (GanConfig, ClfConfig)) and is_finished(config)
+    return job.config is not None and is_finished(job.config)
 
 
 def _save(out: Path, results: dict[str, Any]) -> None:

@@ -39,6 +39,7 @@ class Job:
     cost: float  # relative expected time: only the order (longest first) uses it
     fn: Callable[..., Any]
     args: tuple[Any, ...]
+    config: Any = None  # the GanConfig / ClfConfig it trains, when it trains exactly one
 
 
 # Relative cost of one generator step (critic steps included) by data kind, measured on this
@@ -52,8 +53,8 @@ def gan_job(ctx: Any, config: Any) -> Job:
     from ..train.reuse import train_or_reuse
 
     kind = "toy" if get_data(config.data).is_toy else "image"
-    return Job(_label(ctx, config.out), config.steps * STEP_COST[kind], train_or_reuse,
-               (dataclasses.replace(config, progress=False),))
+    quiet = dataclasses.replace(config, progress=False)
+    return Job(_label(ctx, config.out), config.steps * STEP_COST[kind], train_or_reuse, (quiet,), quiet)
 
 
 def with_feature_classifiers(jobs: list[Job]) -> list[Job]:
@@ -64,8 +65,8 @@ def with_feature_classifiers(jobs: list[Job]) -> list[Job]:
     from ..metrics.features import domain_classifier
     from ..train.gan_config import GanConfig
 
-    image_sets = {c.data for job in jobs for c in job.args[:1]
-                  if isinstance(c, GanConfig) and c.image_metrics and not get_data(c.data).is_toy}
+    image_sets = {job.config.data for job in jobs if isinstance(job.config, GanConfig)
+                  and job.config.image_metrics and not get_data(job.config.data).is_toy}
     first = max((job.cost for job in jobs), default=0.0) + 1.0
     return [Job(f"{name} feature classifier", first, domain_classifier, (name,)) for name in sorted(image_sets)] + jobs
 

@@ -64,9 +64,13 @@ def kid(real: Tensor, fake: Tensor, features: DomainClassifier | nn.Module, *, s
     polynomial kernel (x.y / F + 1)^3; the subsets are drawn from a generator seeded with
     `seed` (reproducible; the caller's RNG stream is left untouched)."""
     real, fake = _check_images("real", real, check_range), _check_images("fake", fake, check_range)
+    return _kid(features_of(real, features), features_of(fake, features), subsets, subset_size, seed)
+
+
+def _kid(real: Tensor, fake: Tensor, subsets: int, subset_size: int | None, seed: int) -> tuple[float, float]:
+    """KID of two feature sets; subset_size None: KID_SUBSET_SIZE, or the smaller set if smaller."""
     size = min(KID_SUBSET_SIZE, len(real), len(fake)) if subset_size is None else subset_size
-    return kernel_distance(features_of(real, features), features_of(fake, features), subsets=subsets,
-                           subset_size=size, seed=seed)
+    return kernel_distance(real, fake, subsets=subsets, subset_size=size, seed=seed)
 
 
 def class_accuracy(images: Tensor, labels: Tensor, classifier: DomainClassifier, *,
@@ -92,8 +96,6 @@ def image_scores(real: Tensor, fake: Tensor, classifier: DomainClassifier, *,
     from one feature pass over each set."""
     real, fake = _check_images("real", real, True), _check_images("fake", fake, True)
     real_features, fake_features = features_of(real, classifier), features_of(fake, classifier)
-    size = min(KID_SUBSET_SIZE, len(real), len(fake))
-    kid_mean, kid_std = kernel_distance(real_features, fake_features, subsets=KID_SUBSETS, subset_size=size,
-                                        seed=seed)
+    kid_mean, kid_std = _kid(real_features, fake_features, KID_SUBSETS, None, seed)
     accuracy = None if fake_labels is None else class_accuracy(fake, fake_labels, classifier)
     return ImageScores(frechet_distance(real_features, fake_features), kid_mean, kid_std, accuracy)

@@ -66,25 +66,25 @@ def _split_sizes(data: str) -> tuple[int, int]:
 
 def resolve_config(config: ClfConfig) -> ClfConfig:
     """A complete copy: every None filled in and every value checked (the saved config)."""
+    preset = get_method(config.reg, "classifier").classifier  # a clear error naming the classifier methods
+    config = dataclasses.replace(config, loss=config.loss if config.loss is not None else preset.get("loss", "ce"))
     _check_choices(config)
     pool, test = _split_sizes(config.data)
     val = config.val_size if config.val_size is not None else min(1000, pool // 5)
     train = config.train_size if config.train_size is not None else pool - val
-    preset = get_method(config.reg, "classifier").classifier
     lam = config.lam if config.lam is not None else preset["lam"]
-    loss = config.loss if config.loss is not None else preset.get("loss", "ce")
     resolved = dataclasses.replace(
         config, val_size=val, train_size=train, test_size=config.test_size if config.test_size is not None else test,
         width=config.width if config.width is not None else (256 if config.model == "mlp" else 32), lam=float(lam),
-        loss=loss, eps=tuple(config.eps))
+        eps=tuple(config.eps))
     _check_values(resolved, pool, test)
     return resolved
 
 
 def _check_choices(c: ClfConfig) -> None:
-    method = get_method(c.reg, "classifier")  # a clear error naming the classifier methods
+    method = get_method(c.reg, "classifier")
     for name, allowed in (("model", MODELS), ("optimizer", OPTIMIZERS), ("igp_kind", IGP_KINDS), ("loss", LOSSES)):
-        if getattr(c, name) not in allowed and not (name == "loss" and c.loss is None):  # None: the method's
+        if getattr(c, name) not in allowed:
             raise ValueError(f"{name}={getattr(c, name)!r} is not allowed; choose one of {allowed}")
     if not method.penalties and c.lam not in (None, 0, 0.0):
         raise ValueError(f"reg={c.reg!r} adds no penalty, so lam={c.lam!r} would be ignored: leave --lam "

@@ -198,9 +198,9 @@ def notes(sets: dict[str, Any]) -> list[str]:
            "What the K = 100 quality verdict depends on (benchmarks/many_classes_variants.py, one seed, README "
            "'Claim (d) at K = 100'): the step budget. SN learns the conditioning, slowly: with this setup its "
            "per-class W1 falls from 1.43 at 1000 steps to 0.33 at 3000 and 0.17 at 6000 (GP 0.11 at 1000); a wider "
-           "critic, or each class vector "
-           "normalized alone instead of the whole embedding matrix, also helps; SN-GAN's hinge loss and a "
-           "GroupSort critic do not. The critic normalizes the class embedding as SN-GAN's code does (SNEmbedID)."]
+           "critic, or each class vector normalized alone instead of the whole embedding matrix, also helps; "
+           "SN-GAN's hinge loss and a GroupSort critic do not. The critic normalizes the class embedding as "
+           "SN-GAN's code does (SNEmbedID)."]
     for name, per in sets.items():
         k = int(name[5:]) if name.startswith("rings") else 10
         for m in METHODS:

@@ -71,8 +71,10 @@ def test_claim_b_threshold_and_first_reach():
 def test_claim_b_mixed_when_data_sets_disagree():
     good = {"final": {"sn": 1.0, "gp": 2.0}, "threshold": 1.25, "steps_to_threshold": {"sn": 10, "gp": None}}
     bad = {"final": {"sn": 2.0, "gp": 1.0}, "threshold": 1.25, "steps_to_threshold": {"sn": None, "gp": 10}}
+    good, bad = convergence.decide_one(good), convergence.decide_one(bad)
     assert convergence.decide({"toy": good, "images": good})[0] == "supported"
     assert convergence.decide({"toy": good, "images": bad})[0] == "mixed"
+    assert convergence.decide({"toy": bad, "digits grid": bad})[0] == "not supported"
 
 
 def test_report_lists_every_claim_error_and_figure(tmp_path):

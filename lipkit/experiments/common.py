@@ -30,6 +30,7 @@ class Context:
     profile: str = "quick"  # quick | full
     device: str = "cpu"
     progress: bool = True  # per-run tqdm bars (the claim loop shows its own)
+    data: tuple[str, ...] | None = None  # only the panels on these data sets (claim b); None: all
 
     def runs_dir(self, claim: str) -> Path:
         return self.out / "runs" / claim

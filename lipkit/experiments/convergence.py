@@ -1,23 +1,28 @@
 """Claim (b): WGAN with spectral normalization (no gradient penalty) reaches the same quality
 in fewer epochs than WGAN-GP, and better final quality.
 
-For each data set, the critic presets sn, gp, gp1 and clip train with the same seeds and
-budget (train-gan runs, each resumable); quality is W1 to held-out points on 2-D data and
-FID in lipkit's classifier feature space on images (lower is better for both), logged
-against generator steps and wall-clock seconds.
+Two kinds of panel, each decided by a rule fixed before any run:
+- a curve panel (quick: gaussians25 and digits; full: gaussians25): the critic presets sn, gp,
+  gp1 and clip, each with its own published optimizer, the same seeds and budget; quality is
+  W1 to held-out points on 2-D data, FID in lipkit's classifier feature space on images
+  (lower is better), logged against generator steps and wall-clock seconds. Rule: RULE.
+- an optimizer-grid panel (full: digits and Fashion-MNIST): SN-GAN's own protocol, every
+  critic method under each of its settings A-F, 3 seeds (optimizer_grid.py; rule grid_rule.RULE).
 
-Numbers the rule reads, fixed before any run:
+Curve-panel numbers, fixed before any run:
 - the curve of a method: its quality metric at each evaluation, averaged over seeds;
 - its final quality: the mean of the last FINAL_EVALS evaluations of that curve (late-stage
   training, less noisy than the last point);
 - the common threshold: THRESHOLD_SLACK x the best final quality of any method; each
   method's step (and second) of first reaching it, or never.
 
-Expected time: quick ~4-9 min on the 2-core CPU this was built on. Full (gaussians25 at
-width 512 for 5,000 steps and Fashion-MNIST at width 64 for 3,000 steps, 4 methods, 2 seeds):
-about 1 h on an H200 (measured ~45 ms per generator step for both configurations, plus
-evaluation; benchmarks/README.md), over 20 h on the CPU (Fashion-MNIST width 64 at ~3 s per
-generator step dominates).
+The claim's verdict: the panels' verdicts when they all agree, mixed otherwise.
+
+Expected time: quick ~4-9 min on the 2-core CPU this was built on. Full: the digits grid
+(126 runs of 400 steps) ~1 h on that CPU with two workers; the Fashion-MNIST grid (126 runs of
+2,000 steps at width 32) a few hours on an H200 and far too long for a CPU; `--data` picks
+panels (e.g. `lipkit reproduce --full --claims b --data digits`), and reproduce prints the
+estimate before training.
 """
 from __future__ import annotations
 
@@ -28,6 +33,8 @@ from typing import Any
 from ..train.gan import GanConfig, fit, resolve_config
 from ..train.run_summary import read_metrics
 from .common import ClaimResult, Context, Figure, fmt, markdown_table, metric_of, run_or_reuse, verdict_of
+from .grid_rule import RULE as GRID_RULE
+from .optimizer_grid import grid_expected_time, grid_jobs, grid_panel
 from .plots import plot_convergence
 from .run_pool import Job, gan_job
 
@@ -44,7 +51,9 @@ SETTINGS: dict[str, dict[str, Any]] = {
     }),
     "full": dict(seeds=(0, 1), data={
         "gaussians25": dict(steps=5000, width=512, eval_every=250, eval_samples=2500),
-        "fashion-mnist": dict(steps=3000, width=64, eval_every=250, eval_samples=1000),
+    }, grid={
+        "digits": dict(steps=400, width=16, eval_every=50, eval_samples=500, seeds=(0, 1, 2)),
+        "fashion-mnist": dict(steps=2000, width=32, eval_every=250, eval_samples=1000, seeds=(0, 1, 2)),
     }),
 }
 RULE = (f"Per data set: final quality = mean of the last {FINAL_EVALS} evaluations (W1 on 2-D data, FID on "
@@ -96,15 +105,27 @@ def decide_one(summary: dict[str, Any]) -> tuple[str, str]:
     return verdict_of(faster and better, not faster and not better), said
 
 
-def decide(per_data: dict[str, dict[str, Any]]) -> tuple[str, str]:
-    verdicts = {d: decide_one(s) for d, s in per_data.items()}
-    kinds = {v for v, _ in verdicts.values()}
+def decide(panels: dict[str, tuple[str, str]]) -> tuple[str, str]:
+    """The claim's verdict from its panels' (verdict, numbers in words): theirs when all agree."""
+    kinds = {v for v, _ in panels.values()}
     verdict = kinds.pop() if len(kinds) == 1 else "mixed"
-    return verdict, "; ".join(f"{d}: {v} ({said})" for d, (v, said) in verdicts.items())
+    return verdict, "; ".join(f"{d}: {v} ({said})" for d, (v, said) in panels.items())
+
+
+def panels(ctx: Context) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]]]:
+    """(curve panels, grid panels) of the profile, {data set: sizes}, kept to ctx.data if set."""
+    s = SETTINGS[ctx.profile]
+    keep = (lambda d: True) if ctx.data is None else (lambda d: d in ctx.data)
+    return ({d: v for d, v in s["data"].items() if keep(d)}, {d: v for d, v in s.get("grid", {}).items() if keep(d)})
+
+
+def panel_names(profile: str) -> list[str]:
+    """Every data set a panel of this profile uses (what --data may name)."""
+    return list(SETTINGS[profile]["data"]) + list(SETTINGS[profile].get("grid", {}))
 
 
 def run_config(ctx: Context, data: str, method: str, seed: int) -> GanConfig:
-    """The train-gan run of one (data set, critic method, seed) of this claim."""
+    """The train-gan run of one (data set, critic method, seed) of a curve panel."""
     size = SETTINGS[ctx.profile]["data"][data]
     return GanConfig(out=str(ctx.runs_dir("b") / f"{data}-{method}-seed{seed}"), data=data, critic=method,
                      seed=seed, device=ctx.device, progress=ctx.progress, certify=False, lower_bound_steps=5,
@@ -113,57 +134,90 @@ def run_config(ctx: Context, data: str, method: str, seed: int) -> GanConfig:
 
 def planned_jobs(ctx: Context) -> list[Job]:
     """Every training run of this claim, for reproduce's run pool."""
-    s = SETTINGS[ctx.profile]
-    return [gan_job(ctx, run_config(ctx, data, m, seed)) for data in s["data"] for m in METHODS for seed in s["seeds"]]
+    curves, grids = panels(ctx)
+    seeds = SETTINGS[ctx.profile]["seeds"]
+    jobs = [gan_job(ctx, run_config(ctx, data, m, seed)) for data in curves for m in METHODS for seed in seeds]
+    return jobs + [job for data, size in grids.items() for job in grid_jobs(ctx, data, size)]
+
+
+def expected_time(ctx: Context, workers: int) -> str | None:
+    """The grid panels' expected training time on this device, said before they start."""
+    _, grids = panels(ctx)
+    lines = [grid_expected_time(ctx, data, size, workers) for data, size in grids.items()]
+    return "; ".join(lines) if lines else None
 
 
 def run(ctx: Context) -> ClaimResult:
-    s = SETTINGS[ctx.profile]
-    per_data, tables, figures, runs = {}, [], [], []
+    curves, grids = panels(ctx)
+    verdicts, numbers, tables, figures, runs, notes = {}, {}, [], [], [], []
     (ctx.out / "figures").mkdir(parents=True, exist_ok=True)
-    for data, size in s["data"].items():
-        metric = metric_of(data)
-        folders: dict[str, list[str]] = {}
-        seconds_per_step: dict[str, float] = {}
-        for method in METHODS:
-            folders[method] = []
-            for seed in s["seeds"]:
-                config = run_config(ctx, data, method, seed)
-                out = Path(config.out)
-                summary = run_or_reuse(config, resolve_config, fit)
-                folders[method].append(str(out))
-                runs.append(str(out.relative_to(ctx.out)))
-                seconds_per_step.setdefault(method, 0.0)
-                seconds_per_step[method] += summary["train_seconds"] / summary["steps"] / len(s["seeds"])
-        curves = {m: curve(f, metric) for m, f in folders.items()}
-        summary = summarize(curves)
-        summary["seconds_per_step"] = seconds_per_step
-        per_data[data] = summary
-        rows = [[m, summary["final"][m], summary["steps_to_threshold"][m] or "never",
-                 summary["seconds_to_threshold"][m] if summary["seconds_to_threshold"][m] is not None else "never",
-                 seconds_per_step[m]] for m in METHODS]
-        tables.append(f"**{data}** ({metric.upper()}, lower is better; threshold {summary['threshold']:.4g} = "
-                      f"{THRESHOLD_SLACK:g} x best final; {size['steps']} generator steps, {len(s['seeds'])} "
-                      "seed(s))\n\n" + markdown_table(
-                          ["critic", f"final {metric.upper()}", "steps to threshold", "seconds to threshold",
-                           "train s / generator step"], rows))
-        path = ctx.out / "figures" / f"b_{data}.png"
-        plot_convergence(path, data, metric, curves, summary, len(s["seeds"]), threshold_slack=THRESHOLD_SLACK)
-        one, _ = decide_one(summary)
-        figures.append(Figure(str(path.relative_to(ctx.out)), (
-            f"{data}: {metric.upper()} of each critic method against generator steps (left) and training seconds "
-            f"(right), log scale; the dashed line is the common threshold. Where sn's curve crosses it before gp's "
-            f"and ends below it, this data set supports claim (b). Here: {one}.")))
-        sample_pngs = {m: sorted((ctx.runs_dir("b") / f"{data}-{m}-seed{s['seeds'][0]}").glob("samples-*.png"))
-                       for m in METHODS}
-        final_pngs = " ".join(f"{m}: [final samples]({p[-1].relative_to(ctx.out)})" for m, p in sample_pngs.items()
-                              if p)
-        if final_pngs:
-            tables.append(f"Final samples ({data}, seed {s['seeds'][0]}): {final_pngs}\n")
-    verdict, said = decide(per_data)
-    notes = [f"{d}: sn costs {fmt(v['seconds_per_step']['sn'])} s per generator step vs gp "
-             f"{fmt(v['seconds_per_step']['gp'])} s here, so the seconds axis can differ from the steps axis."
-             for d, v in per_data.items()]
-    return ClaimResult(key="b", title=TITLE, verdict=verdict, rule=RULE, decided_by=said,
-                       numbers={"per_data": per_data}, tables=tables, figures=figures, runs=runs,
-                       settings=s, notes=notes)
+    for data in curves:
+        panel = curve_panel(ctx, data)
+        verdicts[data] = panel["verdict"], panel["said"]
+        numbers[data] = panel["summary"]
+        tables += panel["tables"]
+        figures += panel["figures"]
+        runs += panel["runs"]
+        notes.append(f"{data}: sn costs {fmt(panel['summary']['seconds_per_step']['sn'])} s per generator step vs "
+                     f"gp {fmt(panel['summary']['seconds_per_step']['gp'])} s here, so the seconds axis can differ "
+                     "from the steps axis.")
+    for data, size in grids.items():
+        panel = grid_panel(ctx, data, size)
+        verdicts[f"{data} grid"] = panel["verdict"], panel["said"]
+        numbers[f"{data} grid"] = panel["per_setting"]
+        tables += panel["tables"]
+        figures += panel["figures"]
+        runs += panel["runs"]
+        notes += panel["notes"]
+    if not verdicts:
+        raise ValueError(f"--data {','.join(ctx.data or ())} names no panel of claim (b) at --{ctx.profile}; its "
+                         f"panels: {', '.join(panel_names(ctx.profile))}")
+    verdict, said = decide(verdicts)
+    rule = " ".join(([f"Curve panels: {RULE}"] if curves else []) + ([f"Optimizer-grid panels: {GRID_RULE}"] if grids
+                    else []) + ["The claim: the panels' verdict when they all agree, mixed otherwise."])
+    return ClaimResult(key="b", title=TITLE, verdict=verdict, rule=rule, decided_by=said,
+                       numbers={"per_data": numbers}, tables=tables, figures=figures, runs=runs,
+                       settings=SETTINGS[ctx.profile], notes=notes)
+
+
+def curve_panel(ctx: Context, data: str) -> dict[str, Any]:
+    """One curve panel trained (or reused) and decided: {verdict, said, summary, tables, figures, runs}."""
+    s = SETTINGS[ctx.profile]
+    size, metric = s["data"][data], metric_of(data)
+    folders: dict[str, list[str]] = {}
+    seconds_per_step: dict[str, float] = {}
+    runs = []
+    for method in METHODS:
+        folders[method] = []
+        for seed in s["seeds"]:
+            config = run_config(ctx, data, method, seed)
+            out = Path(config.out)
+            summary = run_or_reuse(config, resolve_config, fit)
+            folders[method].append(str(out))
+            runs.append(str(out.relative_to(ctx.out)))
+            seconds_per_step.setdefault(method, 0.0)
+            seconds_per_step[method] += summary["train_seconds"] / summary["steps"] / len(s["seeds"])
+    curves = {m: curve(f, metric) for m, f in folders.items()}
+    summary = summarize(curves)
+    summary["seconds_per_step"] = seconds_per_step
+    rows = [[m, summary["final"][m], summary["steps_to_threshold"][m] or "never",
+             summary["seconds_to_threshold"][m] if summary["seconds_to_threshold"][m] is not None else "never",
+             seconds_per_step[m]] for m in METHODS]
+    tables = [f"**{data}** ({metric.upper()}, lower is better; threshold {summary['threshold']:.4g} = "
+              f"{THRESHOLD_SLACK:g} x best final; {size['steps']} generator steps, {len(s['seeds'])} "
+              "seed(s))\n\n" + markdown_table(
+                  ["critic", f"final {metric.upper()}", "steps to threshold", "seconds to threshold",
+                   "train s / generator step"], rows)]
+    path = ctx.out / "figures" / f"b_{data}.png"
+    plot_convergence(path, data, metric, curves, summary, len(s["seeds"]), threshold_slack=THRESHOLD_SLACK)
+    verdict, said = decide_one(summary)
+    figures = [Figure(str(path.relative_to(ctx.out)), (
+        f"{data}: {metric.upper()} of each critic method against generator steps (left) and training seconds "
+        f"(right), log scale; the dashed line is the common threshold. Where sn's curve crosses it before gp's "
+        f"and ends below it, this data set supports claim (b). Here: {verdict}."))]
+    sample_pngs = {m: sorted((ctx.runs_dir("b") / f"{data}-{m}-seed{s['seeds'][0]}").glob("samples-*.png"))
+                   for m in METHODS}
+    final_pngs = " ".join(f"{m}: [final samples]({p[-1].relative_to(ctx.out)})" for m, p in sample_pngs.items() if p)
+    if final_pngs:
+        tables.append(f"Final samples ({data}, seed {s['seeds'][0]}): {final_pngs}\n")
+    return {"verdict": verdict, "said": said, "summary": summary, "tables": tables, "figures": figures, "runs": runs}

@@ -55,6 +55,42 @@ def plot_convergence(path: Path, data: str, metric: str, curves: dict[str, list]
     plt.close(fig)
 
 
+def plot_optimizer_grid(path: Path, data: str, per_setting: Mapping[str, Any], settings: Mapping[str, Any],
+                        n_seeds: int) -> None:
+    """SN-GAN Figure 1 style: per optimizer setting, one marker per method at its median final
+    FID, a bar from its best to its worst seed; a cross on the top edge where a method diverged."""
+    plt = _pyplot()
+    methods = list(next(iter(per_setting.values()))["final"])
+    fig, ax = plt.subplots(figsize=(11, 4.6))
+    finite = [v for s in per_setting.values() for k in ("final_min", "final_max") for v in s[k].values()
+              if math.isfinite(v)]
+    diverged = any(not math.isfinite(v) for s in per_setting.values() for v in s["final"].values())
+    top = max(finite) * 1.4 if finite else 1.0  # where a diverged method's cross goes
+    width = 0.8 / len(methods)
+    for j, m in enumerate(methods):
+        xs = [i + (j - (len(methods) - 1) / 2) * width for i in range(len(per_setting))]
+        for x, s in zip(xs, per_setting.values()):
+            median, lo, hi = s["final"][m], s["final_min"][m], s["final_max"][m]
+            if math.isfinite(median):
+                ax.plot([x, x], [lo, min(hi, top)], color=f"C{j}", lw=1.5, alpha=0.6)
+                ax.plot(x, median, marker="os^vD<>p"[j % 8], color=f"C{j}", ms=7, ls="none")
+            else:
+                ax.plot(x, top, marker="x", color=f"C{j}", ms=9, mew=2, ls="none")
+        ax.plot([], [], marker="os^vD<>p"[j % 8], color=f"C{j}", ls="none", label=m)
+    labels = [f"{name}\nlr {o['lr']:g}, b=({o['betas'][0]:g}, {o['betas'][1]:g})\nn_dis {o['n_critic']}"
+              for name, o in settings.items()]
+    ax.set_xticks(range(len(per_setting)), labels, fontsize=8)
+    ax.set(yscale="log", ylim=(None, top * 1.15 if diverged else None),
+           ylabel="final FID in lipkit's classifier features (lower is better)",
+           title=f"Claim (b) on SN-GAN's optimizer grid, {data}: median over {n_seeds} seeds, bar = best to worst seed, "
+                 "x = diverged")
+    ax.grid(alpha=0.3, axis="y", which="both")
+    ax.legend(fontsize=8, ncol=len(methods), loc="upper left")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
 # ----------------------------------------------------------------------------- (c) step cost
 def plot_step_cost(result: Mapping[str, Any], path: Path) -> None:
     """Horizontal bars of x plain per mode, one bar per batch size, a dashed line at 1.

@@ -31,28 +31,45 @@ def parse_claims(text: str | Sequence[str]) -> list[str]:
     return [k for k in CLAIMS if k in keys]
 
 
+def parse_panels(text: str | Sequence[str] | None, keys: list[str], profile: str) -> tuple[str, ...] | None:
+    """--data: names of claim (b)'s panels at this profile; a clear error for any other name."""
+    if text is None:
+        return None
+    names = [n.strip() for n in text.split(",")] if isinstance(text, str) else [str(n) for n in text]
+    allowed = claim_module("b").panel_names(profile)
+    unknown = [n for n in names if n not in allowed]
+    if "b" not in keys or unknown or not names:
+        raise ValueError(f"--data {','.join(names)!s}: picks claim (b)'s panels (include b in --claims); at "
+                         f"--{profile} they are {', '.join(allowed)}")
+    return tuple(names)
+
+
 def claim_module(key: str) -> Any:
     return importlib.import_module(f".{CLAIMS[key]}", __package__)
 
 
 def reproduce(out: str | Path, *, profile: str = "quick", claims: str | Sequence[str] = tuple(CLAIMS),
               device: str = "cpu", progress: bool = True, command: str | None = None,
-              workers: int | None = None) -> dict[str, Any]:
+              workers: int | None = None, data: str | Sequence[str] | None = None) -> dict[str, Any]:
     """Run `claims` at `profile` size into `out`; returns the results.json content. workers:
     processes that train the claims' runs side by side first (run_pool.py; None: one per
-    core on a CPU, up to run_pool.MAX_WORKERS; 1: each claim trains its own runs in turn)."""
+    core on a CPU, up to run_pool.MAX_WORKERS; 1: each claim trains its own runs in turn).
+    data: only claim (b)'s panels on these data sets (None: all of them)."""
     if profile not in PROFILES:
         raise ValueError(f"profile={profile!r}; choose one of {PROFILES}")
     workers = default_workers(device) if workers is None else workers
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise ValueError(f"workers must be an int >= 1, got {workers!r}")
     keys = parse_claims(claims)
+    panels = parse_panels(data, keys, profile)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    ctx = Context(out=out, profile=profile, device=device, progress=progress)
+    ctx = Context(out=out, profile=profile, device=device, progress=progress, data=panels)
     results: dict[str, Any] = {
-        "command": command or f"lipkit reproduce --{profile} --claims {','.join(keys)} --out {out}",
-        "profile": profile, "device": device, "machine": machine_description(device), "workers": workers,
+        "command": command or (f"lipkit reproduce --{profile} --claims {','.join(keys)}"
+                              + (f" --data {','.join(panels)}" if panels else "") + f" --out {out}"),
+        "profile": profile, "data": list(panels) if panels else None, "device": device,
+        "machine": machine_description(device), "workers": workers,
         "threads_per_worker": threads_per_worker(workers),
         "started": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "claims": {}, "errors": {},
     }
@@ -85,10 +102,15 @@ def train_planned_runs(ctx: Context, keys: list[str], workers: int) -> None:
     A stop signal (RunInterrupted, a KeyboardInterrupt) goes through."""
     jobs: list[Job] = []
     for key in keys:
+        module = claim_module(key)
         try:
-            jobs += getattr(claim_module(key), "planned_jobs", lambda _: [])(ctx)
+            jobs += getattr(module, "planned_jobs", lambda _: [])(ctx)
+            expected = getattr(module, "expected_time", lambda *_: None)(ctx, workers)
         except Exception as err:  # noqa: BLE001 - the claim meets it again in run() and records it
             print(f"    claim {key}: its runs could not be planned ({type(err).__name__}: {err})", flush=True)
+        else:
+            if expected:
+                print(f"    claim {key}: expected training time: {expected}", flush=True)
     try:
         run_jobs(with_feature_classifiers([job for job in jobs if not _reusable(job)]), workers)
     except Exception as err:  # noqa: BLE001 - the claims train their runs themselves instead

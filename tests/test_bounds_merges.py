@@ -136,3 +136,18 @@ def test_resnet_basic_block_folds_every_conv_bn_pair() -> None:
     names = [row.name for row in result.layers]
     assert {"conv1+bn1", "conv2+bn2", "downsample.0+downsample.1"} <= set(names), names
     assert result.upper >= true_constant(nn.Sequential(block.conv1, block.bn1), (4, 8, 8)) - 1e-9
+
+
+def test_dense_matrix_from_the_smaller_side_has_the_same_singular_values():
+    from lipkit.norms.linalg import dense_matrix, dense_matrix_small_side
+
+    torch.manual_seed(0)
+    conv, linear = nn.Conv2d(2, 4, 3, 2, 1).double(), nn.Linear(4 * 3 * 3, 5, bias=False).double()
+
+    def composite(x):  # 2x6x6 = 72 inputs -> 5 outputs: built from the 5 outputs
+        return linear(nn.functional.conv2d(x, conv.weight, None, 2, 1).flatten(1))
+
+    by_inputs = dense_matrix(composite, (2, 6, 6), torch.float64, "cpu")
+    by_outputs = dense_matrix_small_side(composite, (2, 6, 6), 5, torch.float64, "cpu")
+    assert by_inputs.shape == (72, 5) and by_outputs.shape == (5, 72)
+    assert torch.allclose(by_outputs, by_inputs.T, atol=1e-12)

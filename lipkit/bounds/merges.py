@@ -26,7 +26,7 @@ import torch
 import torch.fx as fx
 import torch.nn as nn
 
-from ..norms.linalg import check_dense_size, dense_matrix, dense_top_singular_value
+from ..norms.linalg import check_dense_size, dense_matrix_small_side, dense_top_singular_value
 from ..norms.operators import AVGPOOL, BATCHNORM, CONV, CONV_TRANSPOSE, IDENTITY_LIKE, batchnorm_scale, build_operator
 from .layer_rules import SMALL_DENSE_DIM, SMALL_DENSE_ELEMENTS, LayerRule, layer_bound, linear_layer_rule
 
@@ -178,7 +178,8 @@ def chain_rule(layers: list[nn.Module], shapes: list[tuple[int, ...]], method: s
 
         device = next((p.device for item in items for p in item.layer.parameters()), torch.device("cpu"))
         with torch.no_grad():
-            value = dense_top_singular_value(dense_matrix(composite, items[0].in_shape, torch.float64, device))
+            value = dense_top_singular_value(dense_matrix_small_side(composite, items[0].in_shape, out_dim,
+                                                                     torch.float64, device))
         return LayerRule(value, note + "exact composite (dense SVD)")
     rules = [_item_rule(item, method) for item in items]
     return LayerRule(math.prod(r.bound for r in rules), note + "product of " + ", ".join(r.how for r in rules))

@@ -32,8 +32,9 @@ from .function_rules import function_rule, in_place_target, operand_nodes, write
 from .layer_rules import LayerRule, UnsupportedLayerError, has_layer_bound, layer_bound
 from .merges import chain_rule, linear_chains
 from .result import LayerRow, LipschitzBound
+from .segments import tighten
 
-BOUND_METHODS = ("gram", "exact")
+BOUND_METHODS = ("gram", "exact", "segments")
 # The graph is probed at two batch sizes: a value whose leading dim does not follow the
 # batch size mixes samples (e.g. x - x.mean(0)) and has no per-sample Lipschitz constant.
 _PROBE_BATCHES = ("lipkit_shape", 2), ("lipkit_shape_alt", 3)
@@ -86,8 +87,10 @@ def lipschitz_bound(model: nn.Module, input_shape, method: str = "gram", *, merg
     """Certified upper bound on the Lipschitz constant of `model` (eval mode), l2 to l2.
 
     input_shape: one sample's shape, no batch dim, e.g. (3, 32, 32).
-    method: "gram" (certified Gram-iteration bounds for convs: fast at any size) or
-    "exact" (exact per-layer operator norms; dense SVD, limited to small shapes).
+    method: "gram" (certified Gram-iteration bounds for convs: fast at any size), "exact"
+    (exact per-layer operator norms; dense SVD, limited to small shapes) or "segments"
+    (feed-forward chains only: gram's product, tightened by the segment expansion of
+    bounds/segments.py, never above it).
     merge: bound runs of consecutive linear layers as one map (eval BatchNorm folded into
     its conv / Linear, composites exact where small: bounds/merges.py); False multiplies
     every layer's bound (the plain product, for comparison).
@@ -124,13 +127,15 @@ def lipschitz_bound(model: nn.Module, input_shape, method: str = "gram", *, merg
                     _ShapeRecorder(gm, key).run(probe)
                 except ValueError as err:
                     raise ValueError(f"input_shape {shape}: {err}") from None
-            _walk(gm, method, problems := [])  # every refusal first, in one error, before any norm
+            layer_method = "gram" if method == "segments" else method
+            _walk(gm, layer_method, problems := [])  # every refusal first, in one error, before any norm
             if problems:
                 raise UnsupportedLayerError(_unsupported_message(type(model).__name__, problems))
             chains = linear_chains(gm) if merge else {}
             layers = sum(n.op == "call_module" for n in gm.graph.nodes)
             with tqdm(total=layers, disable=not progress, desc="layers", leave=False, dynamic_ncols=True) as bar:
-                return _walk(gm, method, chains=chains, advance=bar.update)
+                result = _walk(gm, layer_method, chains=chains, advance=bar.update)
+            return tighten(gm, result, _sample_shape, shape) if method == "segments" else result
     finally:
         for m, training in modes.items():
             m.train(training)

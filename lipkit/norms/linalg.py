@@ -134,6 +134,27 @@ def dense_matrix(forward: Map, in_shape: tuple[int, ...], dtype: torch.dtype, de
     return torch.cat(rows)
 
 
+def dense_matrix_small_side(forward: Map, in_shape: tuple[int, ...], out_dim: int, dtype: torch.dtype,
+                            device) -> Tensor:
+    """A matrix with the same singular values as the linear map `forward`, built from its
+    smaller side: images of the input basis (dense_matrix) when in_dim <= out_dim, else the
+    adjoint's images of the output basis by backpropagation (out_dim passes instead of in_dim:
+    a conv stack into a 128-unit Linear is 128 backward passes, not 25,088 forward ones)."""
+    in_dim = math.prod(in_shape)
+    if in_dim <= out_dim:
+        return dense_matrix(forward, in_shape, dtype, device)
+    rows = []
+    for start in range(0, out_dim, 512):
+        stop = min(start + 512, out_dim)
+        x = torch.zeros(stop - start, *in_shape, dtype=dtype, device=device, requires_grad=True)
+        basis = torch.zeros(stop - start, out_dim, dtype=dtype, device=device)
+        basis[torch.arange(stop - start), torch.arange(start, stop)] = 1
+        with torch.enable_grad():
+            (grad,) = torch.autograd.grad(forward(x).flatten(1), x, grad_outputs=basis)
+        rows.append(grad.flatten(1))  # row i = A^T e_i: the adjoint's matrix, same singular values
+    return torch.cat(rows)
+
+
 def check_dense_size(in_dim: int, out_dim: int, what: str) -> None:
     """Refuse a dense SVD that would not fit, naming the limit and the alternatives."""
     if min(in_dim, out_dim) > EXACT_MAX_DIM or in_dim * out_dim > EXACT_MAX_ELEMENTS:

@@ -147,11 +147,35 @@ def _item_rule(item: _Item, method: str) -> LayerRule:
     return layer_bound(item.layer, item.in_shape, method)
 
 
+def folded_items(layers: list[nn.Module], shapes: list[tuple[int, ...]]) -> list[_Item]:
+    """The chain's layers with every foldable BatchNorm folded in (shapes as chain_rule's)."""
+    return _fold_batchnorms([_Item(layer, shapes[i], shapes[i + 1]) for i, layer in enumerate(layers)])
+
+
+def composite_matrix(items: list[_Item], out_dim: int) -> torch.Tensor:
+    """A dense matrix of the composite of `items` (its transpose when built from the output
+    side: the same singular values), float64."""
+    ops = [build_operator(item.layer, item.in_shape, torch.float64, item.weight) for item in items]
+
+    def composite(x):
+        for op in ops:
+            x = op.forward(x.reshape(-1, *op.in_shape))
+        return x
+
+    device = next((p.device for item in items for p in item.layer.parameters()), torch.device("cpu"))
+    with torch.no_grad():
+        return dense_matrix_small_side(composite, items[0].in_shape, out_dim, torch.float64, device)
+
+
+def is_small(in_dim: int, out_dim: int) -> bool:
+    """Small enough for an exact dense composite under method 'gram' (a lone conv's limits)."""
+    return min(in_dim, out_dim) <= SMALL_DENSE_DIM and in_dim * out_dim <= SMALL_DENSE_ELEMENTS
+
+
 def chain_rule(layers: list[nn.Module], shapes: list[tuple[int, ...]], method: str) -> LayerRule:
     """Certified bound of the composite of `layers` (in call order); shapes[i] is layers[i]'s
     input shape and shapes[-1] the chain's output shape."""
-    items = [_Item(layer, shapes[i], shapes[i + 1]) for i, layer in enumerate(layers)]
-    items = _fold_batchnorms(items)
+    items = folded_items(layers, shapes)
     folded = sum(item.folded for item in items)
     note = f"{folded} BatchNorm folded; " if folded else ""
     if not items:
@@ -165,21 +189,11 @@ def chain_rule(layers: list[nn.Module], shapes: list[tuple[int, ...]], method: s
             matrix = item.weight.detach().to(torch.float64) @ matrix
         return LayerRule(dense_top_singular_value(matrix), note + "exact (SVD of the product)")
     in_dim, out_dim = math.prod(items[0].in_shape), math.prod(items[-1].out_shape)
-    small = min(in_dim, out_dim) <= SMALL_DENSE_DIM and in_dim * out_dim <= SMALL_DENSE_ELEMENTS
+    small = is_small(in_dim, out_dim)
     if method == "exact" and not small:
         check_dense_size(in_dim, out_dim, "the composite of " + " -> ".join(type(i.layer).__name__ for i in items))
     if small or method == "exact":
-        ops = [build_operator(item.layer, item.in_shape, torch.float64, item.weight) for item in items]
-
-        def composite(x):
-            for op in ops:
-                x = op.forward(x.reshape(-1, *op.in_shape))
-            return x
-
-        device = next((p.device for item in items for p in item.layer.parameters()), torch.device("cpu"))
-        with torch.no_grad():
-            value = dense_top_singular_value(dense_matrix_small_side(composite, items[0].in_shape, out_dim,
-                                                                     torch.float64, device))
+        value = dense_top_singular_value(composite_matrix(items, out_dim))
         return LayerRule(value, note + "exact composite (dense SVD)")
     rules = [_item_rule(item, method) for item in items]
     return LayerRule(math.prod(r.bound for r in rules), note + "product of " + ", ".join(r.how for r in rules))

@@ -31,6 +31,7 @@ from ..train_mode import MODE_DEPENDENT, describe, layers_in_train_mode
 from .function_rules import function_rule, in_place_target, operand_nodes, write_in_place
 from .layer_rules import LayerRule, UnsupportedLayerError, has_layer_bound, layer_bound
 from .merges import chain_rule, linear_chains
+from .residuals import Residual, linear_residuals, residual_rule
 from .result import LayerRow, LipschitzBound
 from .segments import tighten
 
@@ -131,10 +132,12 @@ def lipschitz_bound(model: nn.Module, input_shape, method: str = "gram", *, merg
             _walk(gm, layer_method, problems := [])  # every refusal first, in one error, before any norm
             if problems:
                 raise UnsupportedLayerError(_unsupported_message(type(model).__name__, problems))
-            chains = linear_chains(gm) if merge else {}
+            residuals = linear_residuals(gm) if merge else {}
+            in_branches = {n for r in residuals.values() for n in r.branch}
+            chains = {last: c for last, c in (linear_chains(gm) if merge else {}).items() if last not in in_branches}
             layers = sum(n.op == "call_module" for n in gm.graph.nodes)
             with tqdm(total=layers, disable=not progress, desc="layers", leave=False, dynamic_ncols=True) as bar:
-                result = _walk(gm, layer_method, chains=chains, advance=bar.update)
+                result = _walk(gm, layer_method, chains=chains, residuals=residuals, advance=bar.update)
             return tighten(gm, result, _sample_shape, shape) if method == "segments" else result
     finally:
         for m, training in modes.items():
@@ -152,17 +155,19 @@ def _sample_shape(node: fx.Node) -> tuple[int, ...] | None:
 
 
 def _walk(gm: fx.GraphModule, method: str, problems: list[tuple[str, str]] | None = None,
-          chains: dict[fx.Node, list[fx.Node]] | None = None,
+          chains: dict[fx.Node, list[fx.Node]] | None = None, residuals: dict[fx.Node, Residual] | None = None,
           advance: Callable[[int], object] = lambda layers: None) -> LipschitzBound:
     """The bound, node by node. With `problems` (a list): a dry run that computes no layer norm
     (each layer counts as 1) and collects every refusal as (layer type or "", message).
     chains: {last node: nodes} of linear layers bounded as one map (merges.linear_chains);
+    residuals: {sum node: s + A s with A linear} bounded as ||I + A|| (residuals.py);
     advance(n): called as n more layers are bounded (a progress bar)."""
     lip: dict[fx.Node, float | None] = {}  # None: not a tensor that depends on the input
     rows: list[LayerRow] = []
     modules = dict(gm.named_modules())
-    chains = chains or {}
+    chains, residuals = chains or {}, residuals or {}
     inner = {n for chain in chains.values() for n in chain[:-1]}  # read only by the next link
+    inner |= {n for r in residuals.values() for n in r.branch}  # read only by the next link or the sum
     for node in gm.graph.nodes:
         if node.op == "placeholder":
             lip[node] = 1.0
@@ -180,6 +185,9 @@ def _walk(gm: fx.GraphModule, method: str, problems: list[tuple[str, str]] | Non
         elif node in chains:
             rows += _chain_rule(chains[node], modules, lip, method)
             advance(len(chains[node]))
+        elif node in residuals:
+            rows += _residual_rule(node, residuals[node], modules, lip, method)
+            advance(len(residuals[node].branch))
         elif node.op == "call_module":
             rows += _module_rule(node, modules[node.target], lip, method)
             advance(1)
@@ -265,6 +273,19 @@ def _chain_rule(chain: list[fx.Node], modules: dict, lip: dict, method: str) -> 
     lip[last] = rule.bound * lip[source]
     return [LayerRow("+".join(n.target for n in chain), "+".join(type(m).__name__ for m in layers), shapes[0],
                      rule.bound, rule.how, None, lip[last])]
+
+
+def _residual_rule(node: fx.Node, res: Residual, modules: dict, lip: dict, method: str) -> list[LayerRow]:
+    """s + A s with A a linear branch, bounded as one map (one row of the table)."""
+    if lip.get(res.source) is None:  # a constant in, a constant out
+        lip[node] = None
+        return []
+    shape = _sample_shape(res.source)
+    rule = residual_rule(res, modules, shape, method)
+    lip[node] = rule.bound * lip[res.source]
+    return [LayerRow(f"{node.name} (residual: {'+'.join(n.target for n in res.branch)})",
+                     "I+" + "+".join(type(modules[n.target]).__name__ for n in res.branch), shape, rule.bound,
+                     rule.how, None, lip[node])]
 
 
 def _reshaped_sigma(layer: nn.Module, rule: LayerRule) -> float | None:

@@ -88,6 +88,9 @@ def test_report_lists_every_claim_error_and_figure(tmp_path):
     assert "(c) GP is slower per step than SN." in text and "mixed" in text and "gp/sn = 1.3" in text
     assert "![c](figures/c.png)" in text and "*bars of cost*" in text
     assert "RuntimeError: boom" in text and "Traceback ... boom" in text
+    assert "reused" not in text
+    rerun = write_report(tmp_path, {**results, "runs_planned": 12, "runs_reused": 12}).read_text()
+    assert "12 of the 12 planned training runs were already finished" in rerun  # not "trained in 0 s"
     with pytest.raises(ValueError, match="verdict must be one of"):
         ClaimResult(key="a", title="t", verdict="maybe", rule="r", decided_by="d", numbers={})
 

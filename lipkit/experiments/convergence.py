@@ -177,7 +177,7 @@ def run(ctx: Context) -> ClaimResult:
                     else []) + ["The claim: the panels' verdict when they all agree, mixed otherwise."])
     return ClaimResult(key="b", title=TITLE, verdict=verdict, rule=rule, decided_by=said,
                        numbers={"per_data": numbers}, tables=tables, figures=figures, runs=runs,
-                       settings=SETTINGS[ctx.profile], notes=notes)
+                       settings={**SETTINGS[ctx.profile], "data": curves, "grid": grids}, notes=notes)
 
 
 def curve_panel(ctx: Context, data: str) -> dict[str, Any]:

@@ -202,7 +202,7 @@ def _steps_table(data: str, per_setting: dict[str, dict[str, Any]]) -> str:
 # them, evaluations included), where measured: (device kind, data set) -> seconds. Used only to
 # say the expected time before a grid starts.
 SECONDS_PER_CRITIC_STEP = {
-    ("cpu", "digits"): 0.027,  # 2-core CPU, one thread per worker, width 16, 2026-11-30
+    ("cpu", "digits"): 0.031,  # 2-core CPU, one thread per worker, width 16: 126 runs in 61 min, 2026-11-30
     ("cuda", "fashion-mnist"): 0.008,  # H200: ~45 ms per generator step at n_dis 5 (benchmarks/README.md)
 }
 

@@ -30,13 +30,18 @@ def machine_description(device: str) -> str:
 
 def _pool_line(results: dict[str, Any]) -> str:
     """How the training runs were scheduled (their seconds per step depend on it)."""
-    workers = results.get("workers", 1)
-    if workers < 2:
-        return ""
-    return (f"  \nThe claims' training runs ran first, {workers} processes side by side "
-            f"({results.get('threads_per_worker', 1)} thread(s) each), in "
-            f"{results.get('pool_seconds', 0):.0f} s; each claim's time below is what it measured afterwards "
-            "(claim (c) times its steps alone).")
+    workers, reused = results.get("workers", 1), results.get("runs_reused", 0)
+    line = ""
+    if workers >= 2:
+        line = (f"  \nThe claims' training runs ran first, {workers} processes side by side "
+                f"({results.get('threads_per_worker', 1)} thread(s) each), in "
+                f"{results.get('pool_seconds', 0):.0f} s; each claim's time below is what it measured afterwards "
+                "(claim (c) times its steps alone).")
+    if reused:
+        line += (f"  \n{reused} of the {results.get('runs_planned', reused)} planned training runs were already "
+                 "finished (an earlier invocation of this command) and were reused, not retrained: their training "
+                 "times are in each run's summary.json.")
+    return line
 
 
 def write_report(out: Path, results: dict[str, Any]) -> Path:

@@ -74,7 +74,7 @@ def reproduce(out: str | Path, *, profile: str = "quick", claims: str | Sequence
         "started": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "claims": {}, "errors": {},
     }
     began = time.perf_counter()
-    train_planned_runs(ctx, keys, workers)
+    results["runs_planned"], results["runs_reused"] = train_planned_runs(ctx, keys, workers)
     results["pool_seconds"] = round(time.perf_counter() - began, 1)
     for i, key in enumerate(keys, 1):
         print(f"[{i}/{len(keys)}] claim {key} ({CLAIMS[key]}, {profile})", flush=True)
@@ -95,11 +95,12 @@ def reproduce(out: str | Path, *, profile: str = "quick", claims: str | Sequence
     return results
 
 
-def train_planned_runs(ctx: Context, keys: list[str], workers: int) -> None:
+def train_planned_runs(ctx: Context, keys: list[str], workers: int) -> tuple[int, int]:
     """The claims' training runs in the run pool, before any claim measures. Any failure here
     (a claim that cannot plan, a pool that cannot start) is one printed line and no more:
     each claim then trains what is missing itself and records its own error in the report.
-    A stop signal (RunInterrupted, a KeyboardInterrupt) goes through."""
+    A stop signal (RunInterrupted, a KeyboardInterrupt) goes through. Returns (planned runs,
+    runs already finished by an earlier invocation and reused)."""
     jobs: list[Job] = []
     for key in keys:
         module = claim_module(key)
@@ -111,10 +112,12 @@ def train_planned_runs(ctx: Context, keys: list[str], workers: int) -> None:
         else:
             if expected:
                 print(f"    claim {key}: expected training time: {expected}", flush=True)
+    todo = [job for job in jobs if not _reusable(job)]
     try:
-        run_jobs(with_feature_classifiers([job for job in jobs if not _reusable(job)]), workers)
+        run_jobs(with_feature_classifiers(todo), workers)
     except Exception as err:  # noqa: BLE001 - the claims train their runs themselves instead
         print(f"    run pool failed ({type(err).__name__}: {err}); each claim trains its own runs", flush=True)
+    return len(jobs), len(jobs) - len(todo)
 
 
 def _reusable(job: Job) -> bool:

@@ -10,7 +10,7 @@ import torch
 import torch.nn as nn
 
 import lipkit as lk
-from lipkit.norms.linalg import gram_iteration_bound
+from lipkit.norms.linalg import CERTIFY_MARGIN, gram_iteration_bound, max_top_singular_value
 
 
 def jacobian_norm(layer: nn.Module, input_shape) -> float:
@@ -141,6 +141,29 @@ def test_gram_iteration_is_monotone_certified_bound():
         bound = gram_iteration_bound(mats, n_iter=t)
         assert (bound >= exact * (1 - 1e-12)).all()
         assert (bound <= exact * 30 ** (1 / 2 ** (t + 1)) * (1 + 1e-12)).all()
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.complex128])
+@pytest.mark.parametrize("shape", [(7, 20, 30), (7, 30, 20), (9, 6, 6)])
+def test_max_top_singular_value_is_the_exact_max_from_above(shape, dtype):
+    torch.manual_seed(0)
+    mats = torch.randn(*shape, dtype=dtype)
+    mats[3] = 0  # a zero matrix and a rank-1 one change nothing
+    mats[4] = mats[4, :, :1] @ mats[4, :1, :]
+    exact = float(torch.linalg.matrix_norm(mats, 2).max())
+    bound = max_top_singular_value(mats)
+    assert exact <= bound <= exact * (1 + 2 * CERTIFY_MARGIN)
+
+
+def test_max_top_singular_value_finds_a_max_hidden_behind_larger_frobenius_norms():
+    # six near-identities have the largest Frobenius norms (the candidates tried first) but
+    # sigma 1; the spiky matrix has a small Frobenius norm and the largest sigma: only the
+    # Cholesky test can find it
+    mats = torch.eye(8, dtype=torch.float64).repeat(7, 1, 1)
+    mats[6] = 0
+    mats[6, 0, 0] = 1.5
+    assert max_top_singular_value(mats) == pytest.approx(1.5, rel=2 * CERTIFY_MARGIN)
+    assert max_top_singular_value(torch.zeros(3, 4, 5)) == 0.0
 
 
 @pytest.mark.parametrize(

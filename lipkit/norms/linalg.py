@@ -173,6 +173,32 @@ def dense_top_singular_value(matrix: Tensor) -> float:
     return math.sqrt(max(float(torch.linalg.eigvalsh(gram)[-1]), 0.0))
 
 
+CERTIFY_MARGIN = 1e-9  # relative: far above the rounding of a float64 Cholesky (~n * 1e-16)
+
+
+def max_top_singular_value(mats: Tensor) -> float:
+    """max over a batch (..., m, n), real or complex, of each matrix's sigma_max: the limit the
+    Gram iteration converges to (times 1 + CERTIFY_MARGIN), at a fraction of its cost. Each
+    smaller Gram G is formed once; the exact top eigenvalues of the few Grams with the largest
+    Frobenius norms give a candidate L; one batched Cholesky of (L (1 + margin) I - G)
+    certifies every matrix it succeeds on (that matrix is then positive definite, so
+    lambda_max(G) < L (1 + margin)); the ones it fails on get their exact top eigenvalue.
+    ResNet-18's conv symbols at 224 (40 frequencies of 512x512): ~3 s instead of 21 s of
+    Gram iteration on one core."""
+    g = mats.mH @ mats if mats.shape[-2] >= mats.shape[-1] else mats @ mats.mH
+    g = g.reshape(-1, *g.shape[-2:])
+    candidates = _frobenius(g).topk(min(4, g.shape[0])).indices
+    top = float(torch.linalg.eigvalsh(g[candidates])[:, -1].max().clamp_min(0))
+    ceiling = top * (1 + CERTIFY_MARGIN)
+    eye = torch.eye(g.shape[-1], dtype=g.dtype, device=g.device)
+    _, info = torch.linalg.cholesky_ex(ceiling * eye - g)
+    failed = (info != 0).nonzero().flatten()
+    if len(failed):  # not certified below the ceiling: their exact values
+        exact = float(torch.linalg.eigvalsh(g[failed])[:, -1].max().clamp_min(0))
+        ceiling = max(ceiling, exact * (1 + CERTIFY_MARGIN))
+    return math.sqrt(ceiling)
+
+
 def exact_top_pair(matrix: Tensor) -> tuple[Tensor, Tensor]:
     """(u, v) top singular pair of a matrix, from the top eigenvector of its smaller Gram.
     Run once per weight update by spectral normalization, so kept to a few kernels:

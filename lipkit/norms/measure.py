@@ -20,6 +20,7 @@ from .linalg import (
     dense_matrix,
     dense_top_singular_value,
     gram_iteration_bound,
+    max_top_singular_value,
     power_iteration,
     start_vector,
 )
@@ -101,8 +102,9 @@ def operator_norm(
     input_shape: one sample's shape, no batch dim, e.g. (C, H, W) for a Conv2d.
     method: "exact" - the exact value (FFT for circular "same" padding, else a dense SVD,
             which raises a ValueError above a size limit);
-            "gram"  - a certified upper bound (Gram iteration on the conv's frequency
-            symbol, with zero padding and stride handled exactly as an embedding);
+            "gram"  - a certified upper bound (the conv's frequency symbol, zero padding and
+            stride handled exactly as an embedding; n_iter None: the limit of Gram iteration,
+            certified by Cholesky (linalg.max_top_singular_value); n_iter: that many squarings);
             "power" - power iteration on the operator: an estimate from below.
     n_iter: Gram squarings or power steps (None: until converged).
     weight: a tensor to use in place of layer.weight (e.g. a raw weight being normalized).
@@ -122,7 +124,9 @@ def operator_norm(
         return float(gram_iteration_bound(w, n_iter))
     if isinstance(layer, (*CONV, *CONV_TRANSPOSE)) and method != "power":
         sym = build_symbol(layer, in_shape, dtype, weight)
-        if method == "gram":
+        if method == "gram":  # n_iter None: the iteration's limit, certified by Cholesky (faster)
+            if n_iter is None:
+                return sym.pad_norm * max_top_singular_value(sym.matrices)
             return sym.pad_norm * float(gram_iteration_bound(sym.matrices, n_iter).max())
         if sym.exact:
             return float(torch.linalg.matrix_norm(sym.matrices, ord=2).max())

@@ -116,14 +116,17 @@ def diverged_at(config: GanConfig) -> str | None:
 
 
 def _config_json(config: GanConfig) -> dict[str, Any]:
-    keep = {k: v for k, v in dataclasses.asdict(config).items() if k not in ("progress", "device", "out")}
+    """The config as compared for reuse (train/reuse.py): where and how it runs aside."""
+    from ..train.reuse import IGNORED_ON_REUSE
+
+    keep = {k: v for k, v in dataclasses.asdict(config).items() if k not in IGNORED_ON_REUSE}
     return json.loads(json.dumps(keep))
 
 
 def run_points(config: GanConfig, metric: str) -> list[tuple[int, float, float]]:
     """(step, training seconds, quality) at every evaluation of a run; a non-finite sample
     batch (an evaluation without the metric) counts as infinity, and a diverged run ends with
-    an infinite point at the step after its last evaluation."""
+    an infinite point at the step after its last logged one."""
     rows = read_metrics(config.out) if (Path(config.out) / "metrics.jsonl").is_file() else []
     points = [(r["step"], r["wall_seconds"], _finite_or_inf(r.get(metric, math.inf))) for r in rows
               if metric in r or "eval_non_finite_samples" in r]

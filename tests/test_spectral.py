@@ -259,3 +259,24 @@ def test_exact_top_pair_of_a_zero_matrix_is_a_unit_pair():
         u, v = exact_top_pair(torch.zeros(3, 5, dtype=dtype))
         assert torch.isfinite(u).all() and torch.isfinite(v).all()
         assert float(u.norm()) == pytest.approx(1) and float(v.norm()) == pytest.approx(1)
+
+
+@pytest.mark.parametrize("kernel_shape, stride, sizes", [
+    ((4, 3, 3, 3), (1, 1), (10, 10)),
+    ((4, 3, 7, 7), (2, 2), (20, 21)),  # polyphase
+    ((2, 2, 5), (1,), (6,)),  # 1-D
+    ((2, 2, 3, 3, 3), (1, 1, 1), (4, 5, 6)),  # 3-D, odd and even sizes
+    ((2, 2, 9, 9), (1, 1), (4, 4)),  # a kernel folded onto a smaller domain
+])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_circular_symbol_by_direct_dft_equals_rfftn(kernel_shape, stride, sizes, dtype, monkeypatch):
+    from lipkit.norms import conv_symbol as cs
+
+    torch.manual_seed(0)
+    kernel = torch.randn(*kernel_shape, dtype=dtype)
+    monkeypatch.setattr(cs, "use_direct_dft", lambda taps, blocks: True)
+    direct = cs.circular_symbol(kernel, stride, sizes)
+    monkeypatch.setattr(cs, "use_direct_dft", lambda taps, blocks: False)
+    by_fft = cs.circular_symbol(kernel, stride, sizes)
+    assert direct.shape == by_fft.shape and direct.dtype == by_fft.dtype
+    assert torch.allclose(direct, by_fft, atol=1e-12 if dtype == torch.float64 else 1e-4)

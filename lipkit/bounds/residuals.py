@@ -90,7 +90,7 @@ def residual_rule(res: Residual, modules: dict[str, nn.Module], shape: tuple[int
     items = folded_items(layers, shapes)
     if len(items) == 1 and _has_identity_tap(items[0], shape):
         item = items[0]
-        weight = c_t * (item.weight if item.weight is not None else item.layer.weight).detach().to(torch.float64)
+        weight = c_t * item.weight.detach().to(torch.float64)  # (folding sets every Linear / conv's weight)
         rule = linear_layer_rule(item.layer, shape, method, weight=_add_identity(weight, item.layer, c_s))
         return LayerRule(rule.bound, f"||{c_s:g} I + {c_t:g} A||: {rule.how}")
     dim = math.prod(shape)

@@ -94,6 +94,15 @@ def verdict_of(supported: bool, refuted: bool) -> str:
     return "mixed"
 
 
+def first_reach(points: list[tuple[int, float, float]], threshold: float) -> tuple[int | None, float | None]:
+    """(step, seconds) of the first (step, seconds, quality) point at or below threshold, or
+    (None, None): claim (b)'s steps-to-threshold, for its curve and grid panels alike."""
+    for step, seconds, value in points:
+        if value <= threshold:
+            return step, seconds
+    return None, None
+
+
 def metric_of(data: str) -> str:
     """The GAN quality metric of a data set: exact W1 on 2-D data, FID on images (lower is better)."""
     from ..data import get_data

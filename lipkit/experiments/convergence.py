@@ -32,7 +32,7 @@ from typing import Any
 
 from ..train.gan import GanConfig, fit, resolve_config
 from ..train.run_summary import read_metrics
-from .common import ClaimResult, Context, Figure, fmt, markdown_table, metric_of, run_or_reuse, verdict_of
+from .common import ClaimResult, Context, Figure, first_reach, fmt, markdown_table, metric_of, run_or_reuse, verdict_of
 from .grid_rule import RULE as GRID_RULE
 from .optimizer_grid import grid_expected_time, grid_jobs, grid_panel
 from .plots import plot_convergence
@@ -74,14 +74,6 @@ def curve(folders: list[str], metric: str) -> list[tuple[int, float, float]]:
     steps = sorted(set.intersection(*(set(p) for p in per_run)))
     return [(s, statistics.fmean(p[s][0] for p in per_run), statistics.fmean(p[s][1] for p in per_run))
             for s in steps]
-
-
-def first_reach(points: list[tuple[int, float, float]], threshold: float) -> tuple[int | None, float | None]:
-    """(step, seconds) of the first evaluation at or below threshold, or (None, None)."""
-    for step, seconds, value in points:
-        if value <= threshold:
-            return step, seconds
-    return None, None
 
 
 def summarize(curves: dict[str, list[tuple[int, float, float]]]) -> dict[str, Any]:

@@ -10,6 +10,7 @@ import math
 import statistics
 from typing import Any
 
+from .common import first_reach as common_first_reach
 from .common import verdict_of
 
 BETTER_MARGIN = 0.05  # 'better final quality': a median lower than the other's by more than this fraction
@@ -35,11 +36,9 @@ def final_quality(points: Points) -> float:
 
 
 def first_reach(points: Points, threshold: float) -> tuple[float, float]:
-    """(step, seconds) of the first evaluation at or below threshold, or (inf, inf)."""
-    for step, seconds, value in points:
-        if value <= threshold:
-            return float(step), seconds
-    return math.inf, math.inf
+    """common.first_reach with never = (inf, inf), so that medians over seeds can include it."""
+    step, seconds = common_first_reach(points, threshold)
+    return (math.inf, math.inf) if step is None else (float(step), seconds)
 
 
 def summarize_setting(runs: dict[str, list[Points]]) -> dict[str, Any]:

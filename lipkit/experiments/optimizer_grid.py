@@ -28,8 +28,12 @@ from pathlib import Path
 from typing import Any
 
 from ..train.gan import GanConfig
+from ..train.reuse import IGNORED_ON_REUSE
+from ..train.run import NonFiniteLossError
 from ..train.run_summary import read_metrics
-from .common import Context
+from .common import Context, Figure, markdown_table, metric_of
+from .grid_rule import THRESHOLD_SLACK, decide_grid, decide_setting, summarize_setting, word
+from .plots import plot_optimizer_grid
 from .run_pool import Job, gan_job
 
 # SN-GAN (arXiv 1802.05957) Table 1: learning rate, Adam (beta1, beta2), critic steps per
@@ -93,8 +97,7 @@ def train_grid_run(config: GanConfig) -> dict[str, Any] | None:
     """Train (or reuse) one grid run. A run that diverges is a result here, not an error (the
     paper's point is that some methods do at some settings): DIVERGED_FILE records where, and
     a rerun does not train it again."""
-    from ..train.reuse import train_or_reuse
-    from ..train.run import NonFiniteLossError
+    from ..train.reuse import train_or_reuse  # looked up at call time: tests stand in for it
 
     marker = Path(config.out) / DIVERGED_FILE
     if diverged_at(config) is not None:
@@ -117,8 +120,6 @@ def diverged_at(config: GanConfig) -> str | None:
 
 def _config_json(config: GanConfig) -> dict[str, Any]:
     """The config as compared for reuse (train/reuse.py): where and how it runs aside."""
-    from ..train.reuse import IGNORED_ON_REUSE
-
     keep = {k: v for k, v in dataclasses.asdict(config).items() if k not in IGNORED_ON_REUSE}
     return json.loads(json.dumps(keep))
 
@@ -144,10 +145,6 @@ def _finite_or_inf(value: Any) -> float:
 def grid_panel(ctx: Context, data: str, size: dict[str, Any]) -> dict[str, Any]:
     """One data set's grid, trained (or reused) and decided: {verdict, said, per_setting,
     tables, figures, runs, notes} for claim (b)'s report."""
-    from .common import Figure, metric_of
-    from .grid_rule import decide_grid, decide_setting, summarize_setting
-    from .plots import plot_optimizer_grid
-
     metric = metric_of(data)
     points: dict[str, dict[str, list]] = {s: {row: [] for row in ROWS} for s in OPTIMIZER_SETTINGS}
     runs, seconds = [], {}
@@ -178,9 +175,6 @@ def grid_panel(ctx: Context, data: str, size: dict[str, Any]) -> dict[str, Any]:
 
 
 def _final_table(data: str, per_setting: dict[str, dict[str, Any]], size: dict[str, Any]) -> str:
-    from .common import markdown_table
-    from .grid_rule import word
-
     def cell(summary: dict[str, Any], row: str) -> str:
         lo, hi = word(summary["final_min"][row], "div."), word(summary["final_max"][row], "div.")
         return f"{word(summary['final'][row], 'diverged')} ({lo}-{hi})"
@@ -192,9 +186,6 @@ def _final_table(data: str, per_setting: dict[str, dict[str, Any]], size: dict[s
 
 
 def _steps_table(data: str, per_setting: dict[str, dict[str, Any]]) -> str:
-    from .common import markdown_table
-    from .grid_rule import THRESHOLD_SLACK, word
-
     header = ["critic"] + [f"{s} (threshold {word(v['threshold'], '-')})" for s, v in per_setting.items()]
     rows = [[row] + [word(v["steps_to_threshold"][row], "never") for v in per_setting.values()] for row in ROWS]
     return (f"**{data}, optimizer grid: generator steps to each setting's threshold** ({THRESHOLD_SLACK:g} x the "

@@ -122,15 +122,20 @@ def gram_iteration_bound(
     return torch.exp(log_bound)
 
 
+def _unit_rows(start: int, stop: int, dim: int, dtype: torch.dtype, device) -> Tensor:
+    """Rows start..stop-1 of the dim x dim identity: a chunk of the unit basis."""
+    rows = torch.zeros(stop - start, dim, dtype=dtype, device=device)
+    rows[torch.arange(stop - start), torch.arange(start, stop)] = 1
+    return rows
+
+
 def dense_matrix(forward: Map, in_shape: tuple[int, ...], dtype: torch.dtype, device) -> Tensor:
     """The matrix of a linear map, as (in_dim, out_dim) rows = images of the unit basis."""
     in_dim = math.prod(in_shape)
     rows = []
     for start in range(0, in_dim, 512):
         stop = min(start + 512, in_dim)
-        basis = torch.zeros(stop - start, in_dim, dtype=dtype, device=device)
-        basis[torch.arange(stop - start), torch.arange(start, stop)] = 1
-        rows.append(forward(basis.view(-1, *in_shape)).flatten(1))
+        rows.append(forward(_unit_rows(start, stop, in_dim, dtype, device).view(-1, *in_shape)).flatten(1))
     return torch.cat(rows)
 
 
@@ -147,10 +152,9 @@ def dense_matrix_small_side(forward: Map, in_shape: tuple[int, ...], out_dim: in
     for start in range(0, out_dim, 512):
         stop = min(start + 512, out_dim)
         x = torch.zeros(stop - start, *in_shape, dtype=dtype, device=device, requires_grad=True)
-        basis = torch.zeros(stop - start, out_dim, dtype=dtype, device=device)
-        basis[torch.arange(stop - start), torch.arange(start, stop)] = 1
         with torch.enable_grad():
-            (grad,) = torch.autograd.grad(forward(x).flatten(1), x, grad_outputs=basis)
+            (grad,) = torch.autograd.grad(forward(x).flatten(1), x,
+                                          grad_outputs=_unit_rows(start, stop, out_dim, dtype, device))
         rows.append(grad.flatten(1))  # row i = A^T e_i: the adjoint's matrix, same singular values
     return torch.cat(rows)
 

@@ -74,7 +74,7 @@ def test_linear_branch_is_bounded_exactly(name):
     merged = lk.lipschitz_bound(model, shape)
     plain = lk.lipschitz_bound(model, shape, merge=False).upper
     assert merged.upper == pytest.approx(truth, rel=1e-9), merged.table()
-    assert merged.upper <= plain * (1 + 1e-12)
+    assert merged.upper <= plain * (1 + 1e-9)  # equal where both are exact, up to the certification margin
     assert any("residual" in row.name for row in merged.layers)
 
 
@@ -83,6 +83,7 @@ def test_closed_form_minus_half_identity():
     with torch.no_grad():
         lin.weight.copy_(-0.5 * torch.eye(5))
     model = Block(lin, operator.add)
+    # the dense value is certified from above by a rounding margin (linalg.certify_margin, ~1e-14 here)
     assert lk.lipschitz_bound(model, (5,)).upper == pytest.approx(0.5, rel=1e-12)
     assert lk.lipschitz_bound(model, (5,), merge=False).upper == pytest.approx(1.5, rel=1e-12)
 

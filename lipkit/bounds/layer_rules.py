@@ -21,8 +21,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..layers import CayleyConv2d, GroupSort
-from ..norms.measure import operator_norm
-from ..norms.operators import BATCHNORM, CONV, CONV_TRANSPOSE, IDENTITY_LIKE
+from ..norms.linalg import certified_top_singular_value
+from ..norms.measure import conv_gram_norm, operator_norm
+from ..norms.operators import BATCHNORM, CONV, CONV_TRANSPOSE, IDENTITY_LIKE, as_input_shape
 from .pooling import adaptive_avg_constant, adaptive_max_constant
 
 
@@ -75,31 +76,22 @@ def linear_layer_rule(layer: nn.Module, input_shape: tuple[int, ...], method: st
     """The rule of a Linear / conv / avg pooling layer; `weight` replaces layer.weight (a
     BatchNorm folded into it: bounds/merges.py)."""
     if isinstance(layer, nn.Linear):
-        # A dense matrix's exact norm (SVD) is cheap and as certified as any bound.
-        return LayerRule(operator_norm(layer, input_shape, "exact", weight=weight), "exact (SVD)")
-    if method == "gram" and isinstance(layer, (*CONV, *CONV_TRANSPOSE)) and _small(layer, input_shape):
-        # On small inputs the circular relaxation behind the Gram bound is loose (+10% at
-        # 4x4, +50% at 2x2 for 3x3 kernels: benchmarks/bench_norms.py) while the exact
-        # dense norm is cheap, and an exact norm is as certified as any bound.
-        method = "exact"
+        # A dense matrix's exact norm is cheap; under "gram" certified from above by Cholesky.
+        if method == "exact":
+            return LayerRule(operator_norm(layer, input_shape, "exact", weight=weight), "exact (SVD)")
+        w = layer.weight if weight is None else weight
+        return LayerRule(certified_top_singular_value(w.detach()), "exact (dense, certified)")
+    if method == "gram" and isinstance(layer, (*CONV, *CONV_TRANSPOSE)):
+        # On small inputs (and with reflect / replicate padding) the circular relaxation behind
+        # the symbol bound is loose (+10% at 4x4, +50% at 2x2 for 3x3 kernels:
+        # benchmarks/bench_norms.py) while the dense norm is cheap: conv_gram_norm takes it,
+        # certified by Cholesky.
+        value, dense = conv_gram_norm(layer, as_input_shape(input_shape), weight)
+        return LayerRule(value, "exact operator norm (dense, certified)" if dense else "Gram bound, true operator")
     value = operator_norm(layer, input_shape, method, weight=weight)
     if isinstance(layer, (*CONV, *CONV_TRANSPOSE)):
-        how = "exact operator norm" if method == "exact" else "Gram bound, true operator"
-    else:
-        how = "exact" if method == "exact" else "pooling bound"
-    return LayerRule(value, how)
-
-
-SMALL_DENSE_DIM = 2048  # "gram" uses the exact dense norm below this size (smaller side)...
-SMALL_DENSE_ELEMENTS = 2**23  # ...and this many matrix entries (64 MiB in float64)
-
-
-def _small(layer: nn.Module, input_shape: tuple[int, ...]) -> bool:
-    in_dim = math.prod(input_shape)
-    out_dim = in_dim * layer.out_channels // layer.in_channels
-    for s in layer.stride:  # a rough output size: enough to decide "small"
-        out_dim = out_dim // s if isinstance(layer, CONV) else out_dim * s
-    return min(in_dim, out_dim) <= SMALL_DENSE_DIM and in_dim * out_dim <= SMALL_DENSE_ELEMENTS
+        return LayerRule(value, "exact operator norm")
+    return LayerRule(value, "exact" if method == "exact" else "pooling bound")
 
 
 for _bn in BATCHNORM:

@@ -26,9 +26,15 @@ import torch
 import torch.fx as fx
 import torch.nn as nn
 
-from ..norms.linalg import check_dense_size, dense_matrix_small_side, dense_top_singular_value
+from ..norms.dense_gram import is_small
+from ..norms.linalg import (
+    certified_top_singular_value,
+    check_dense_size,
+    dense_matrix_small_side,
+    dense_top_singular_value,
+)
 from ..norms.operators import AVGPOOL, BATCHNORM, CONV, CONV_TRANSPOSE, IDENTITY_LIKE, batchnorm_scale, build_operator
-from .layer_rules import SMALL_DENSE_DIM, SMALL_DENSE_ELEMENTS, LayerRule, layer_bound, linear_layer_rule
+from .layer_rules import LayerRule, layer_bound, linear_layer_rule
 
 DROPOUT = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d)
 WEIGHTED = (nn.Linear, *CONV, *CONV_TRANSPOSE)
@@ -167,11 +173,6 @@ def composite_matrix(items: list[_Item], out_dim: int) -> torch.Tensor:
         return dense_matrix_small_side(composite, items[0].in_shape, out_dim, torch.float64, device)
 
 
-def is_small(in_dim: int, out_dim: int) -> bool:
-    """Small enough for an exact dense composite under method 'gram' (a lone conv's limits)."""
-    return min(in_dim, out_dim) <= SMALL_DENSE_DIM and in_dim * out_dim <= SMALL_DENSE_ELEMENTS
-
-
 def chain_rule(layers: list[nn.Module], shapes: list[tuple[int, ...]], method: str) -> LayerRule:
     """Certified bound of the composite of `layers` (in call order); shapes[i] is layers[i]'s
     input shape and shapes[-1] the chain's output shape."""
@@ -187,13 +188,17 @@ def chain_rule(layers: list[nn.Module], shapes: list[tuple[int, ...]], method: s
         matrix = items[0].weight.detach().to(torch.float64)
         for item in items[1:]:
             matrix = item.weight.detach().to(torch.float64) @ matrix
-        return LayerRule(dense_top_singular_value(matrix), note + "exact (SVD of the product)")
+        if method == "exact":
+            return LayerRule(dense_top_singular_value(matrix), note + "exact (SVD of the product)")
+        return LayerRule(certified_top_singular_value(matrix), note + "exact product (dense, certified)")
     in_dim, out_dim = math.prod(items[0].in_shape), math.prod(items[-1].out_shape)
     small = is_small(in_dim, out_dim)
     if method == "exact" and not small:
         check_dense_size(in_dim, out_dim, "the composite of " + " -> ".join(type(i.layer).__name__ for i in items))
-    if small or method == "exact":
-        value = dense_top_singular_value(composite_matrix(items, out_dim))
-        return LayerRule(value, note + "exact composite (dense SVD)")
+    if method == "exact":
+        return LayerRule(dense_top_singular_value(composite_matrix(items, out_dim)), note + "exact composite (dense SVD)")
+    if small:  # the exact value, certified from above by Cholesky (a bound, as "gram" promises)
+        value = certified_top_singular_value(composite_matrix(items, out_dim))
+        return LayerRule(value, note + "exact composite (dense, certified)")
     rules = [_item_rule(item, method) for item in items]
     return LayerRule(math.prod(r.bound for r in rules), note + "product of " + ", ".join(r.how for r in rules))

@@ -23,10 +23,11 @@ import torch
 import torch.fx as fx
 import torch.nn as nn
 
-from ..norms.linalg import dense_top_singular_value
+from ..norms.dense_gram import is_small
+from ..norms.linalg import certified_top_singular_value, dense_top_singular_value
 from ..norms.operators import CONV
 from .layer_rules import LayerRule, linear_layer_rule
-from .merges import chain_rule, composite_matrix, folded_items, is_small, mergeable
+from .merges import chain_rule, composite_matrix, folded_items, mergeable
 
 ADDS = {operator.add, torch.add, "add", operator.iadd, "add_"}
 SUBS = {operator.sub, torch.sub, "sub", operator.isub, "sub_"}
@@ -96,7 +97,9 @@ def residual_rule(res: Residual, modules: dict[str, nn.Module], shape: tuple[int
     dim = math.prod(shape)
     if items and (is_small(dim, dim) or method == "exact"):
         matrix = c_t * composite_matrix(items, dim) + c_s * torch.eye(dim, dtype=torch.float64)
-        return LayerRule(dense_top_singular_value(matrix), f"||{c_s:g} I + {c_t:g} A||: exact (dense SVD)")
+        if method == "exact":
+            return LayerRule(dense_top_singular_value(matrix), f"||{c_s:g} I + {c_t:g} A||: exact (dense SVD)")
+        return LayerRule(certified_top_singular_value(matrix), f"||{c_s:g} I + {c_t:g} A||: exact (dense, certified)")
     rule = chain_rule(layers, shapes, method)
     return LayerRule(abs(c_s) + abs(c_t) * rule.bound, f"|{c_s:g}| + |{c_t:g}| ||A|| ({rule.how})")
 

@@ -15,6 +15,7 @@ import torch.nn as nn
 from torch import Tensor
 
 from .conv_symbol import build_symbol
+from .dense_gram import certified_dense_norm, dense_gram_fits
 from .linalg import (
     check_dense_size,
     dense_matrix,
@@ -104,7 +105,9 @@ def operator_norm(
             which raises a ValueError above a size limit);
             "gram"  - a certified upper bound (the conv's frequency symbol, zero padding and
             stride handled exactly as an embedding; n_iter None: the limit of Gram iteration,
-            certified by Cholesky (linalg.max_top_singular_value); n_iter: that many squarings);
+            certified by Cholesky (linalg.max_top_singular_value), or, for a small or
+            reflect / replicate padded conv, the exact dense norm certified the same way
+            (norms/dense_gram.py); n_iter: that many squarings of the symbol);
             "power" - power iteration on the operator: an estimate from below.
     n_iter: Gram squarings or power steps (None: until converged).
     weight: a tensor to use in place of layer.weight (e.g. a raw weight being normalized).
@@ -123,11 +126,9 @@ def operator_norm(
             return dense_top_singular_value(w)
         return float(gram_iteration_bound(w, n_iter))
     if isinstance(layer, (*CONV, *CONV_TRANSPOSE)) and method != "power":
+        if method == "gram":
+            return conv_gram_norm(layer, in_shape, weight, n_iter, dtype)[0]
         sym = build_symbol(layer, in_shape, dtype, weight)
-        if method == "gram":  # n_iter None: the iteration's limit, certified by Cholesky (faster)
-            if n_iter is None:
-                return sym.pad_norm * max_top_singular_value(sym.matrices)
-            return sym.pad_norm * float(gram_iteration_bound(sym.matrices, n_iter).max())
         if sym.exact:
             return float(torch.linalg.matrix_norm(sym.matrices, ord=2).max())
 
@@ -147,6 +148,24 @@ def operator_norm(
     check_dense_size(op.in_dim, op.out_dim, f"{type(layer).__name__} at input {op.in_shape}")
     with torch.no_grad():
         return dense_top_singular_value(dense_matrix(op.forward, op.in_shape, dtype, _device(layer)))
+
+
+def conv_gram_norm(layer: nn.Module, in_shape: tuple[int, ...], weight: Tensor | None = None,
+                   n_iter: int | None = None, dtype: torch.dtype = torch.float64) -> tuple[float, bool]:
+    """(certified bound, whether it is the exact dense norm) of a conv / conv-transpose at a
+    checked in_shape: operator_norm's "gram". The frequency symbol's bound, exact for circular
+    convs; where it is not and the operator is small (or reflect / replicate padded, where the
+    symbol bound carries up to sqrt(2) per axis), the Cholesky-certified dense norm
+    (dense_gram.py says why and what it costs). n_iter: that many Gram squarings of the
+    symbol, nothing else; None: the iteration's limit, certified by Cholesky (faster)."""
+    sym = build_symbol(layer, in_shape, dtype, weight)
+    if n_iter is not None:
+        return sym.pad_norm * float(gram_iteration_bound(sym.matrices, n_iter).max()), False
+    if not sym.exact:
+        op = build_operator(layer, in_shape, torch.float64, weight)
+        if dense_gram_fits(op, loose_padding=sym.pad_norm > 1):
+            return certified_dense_norm(op, _device(layer)), True
+    return sym.pad_norm * max_top_singular_value(sym.matrices), False
 
 
 def _check_arguments(layer: nn.Module, method: str, n_iter: int | None, weight: Tensor | None) -> Tensor | None:

@@ -12,7 +12,7 @@ a certified lower estimate (f / L is 1-Lipschitz).
 
 Pairs: 8 and 25 Gaussians (lipkit's toy sets) vs the output of a fixed untrained generator
 (lipkit's toy generator, seed 0, N(0, I) noise), and the swiss roll vs N(0, I). Every critic
-is lipkit's toy MLP (depth 3, --width) with the method's toy preset (lipkit.train.presets:
+is lipkit's toy MLP (--depth hidden layers, default 3, --width) with the method's toy preset (lipkit.train.presets:
 its penalty weights), trained with one optimizer for all: Adam lr --lr, betas (0.5, 0.9),
 --steps full-batch steps.
 
@@ -55,7 +55,7 @@ def samples(pair: str, n: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def train_critic(method: str, real: torch.Tensor, fake: torch.Tensor, width: int, steps: int,
-                 lr: float) -> tuple[float, float, float]:
+                 lr: float, depth: int = 3) -> tuple[float, float, float]:
     """(estimate, certified bound, seconds) of a critic trained alone on (real, fake).
     method: a critic method name, optionally with preset overrides: "gp:gp_lambda=10"."""
     name, *overrides = method.split(":")
@@ -64,7 +64,7 @@ def train_critic(method: str, real: torch.Tensor, fake: torch.Tensor, width: int
         key, value = item.split("=")
         hp[key] = type(hp[key])(value)
     torch.manual_seed(1)
-    critic = mlp_critic(2, width, 3)
+    critic = mlp_critic(2, width, depth)
     applied = apply_method(critic, name, hp, "critic")
     optimizer = torch.optim.Adam(critic.parameters(), lr=lr, betas=(0.5, 0.9))
     rng = torch.Generator().manual_seed(2)
@@ -82,6 +82,7 @@ def train_critic(method: str, real: torch.Tensor, fake: torch.Tensor, width: int
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--width", type=int, default=128)
+    parser.add_argument("--depth", type=int, default=3, help="hidden layers of the toy MLP critic")
     parser.add_argument("--steps", type=int, default=2000)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--n", type=int, default=512, help="points per side")
@@ -100,7 +101,7 @@ def main() -> None:
         real, fake = samples(pair, args.n)
         exact = wasserstein1(real, fake)
         for method in args.methods:
-            estimate, bound, seconds = train_critic(method, real, fake, args.width, args.steps, args.lr)
+            estimate, bound, seconds = train_critic(method, real, fake, args.width, args.steps, args.lr, args.depth)
             lines.append(f"| {pair} | {exact:.4f} | {method} | {estimate / exact:.3f} | {bound:.4g} "
                          f"| {estimate / (bound * exact):.3f} | {seconds:.0f} |")
             print(lines[-1], flush=True)

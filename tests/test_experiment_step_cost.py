@@ -178,9 +178,9 @@ def test_bench_and_claim_c_time_the_update_train_gan_runs(monkeypatch, tmp_path)
     calls: list[str] = []
     original = gan.critic_update
 
-    def counting(critic, optimizer, method, *args):
+    def counting(critic, optimizer, method, *args, **kwargs):
         calls.append(method.name)
-        return original(critic, optimizer, method, *args)
+        return original(critic, optimizer, method, *args, **kwargs)
 
     monkeypatch.setattr(gan, "critic_update", counting)
     step_timing.measure(WIDTH, [2], steps=1, warmup=0, repeats=1, modes=["none", "sn+gp"])
@@ -190,3 +190,27 @@ def test_bench_and_claim_c_time_the_update_train_gan_runs(monkeypatch, tmp_path)
                                             batch_size=8, eval_samples=8, n_critic=2, progress=False)))
     task.train_step(1)
     assert calls == ["sn+gp", "sn+gp"]
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16", "fp16"])
+def test_bench_precision_runs_each_step_as_train_gan_would(monkeypatch, capsys, precision):
+    """--precision reaches critic_update as train-gan passes it (a Precision; fp32: none, the plain
+    fp32 path), for every mode, the plain one included, and the printout names it."""
+    from lipkit.train import gan
+
+    seen: list[str | None] = []
+    original = gan.critic_update
+
+    def recording(*args, precision=None, **kwargs):
+        seen.append(None if precision is None else precision.name)
+        return original(*args, precision=precision, **kwargs)
+
+    monkeypatch.setattr(gan, "critic_update", recording)
+    args = ["bench", "--width", "4", "--batch", "4", "--steps", "1", "--warmup", "0", "--repeats", "1",
+            "--modes", "none", "sn", "--device", "cpu", "--precision", precision]
+    assert main(args) == 0
+    assert seen == [None if precision == "fp32" else precision] * 2
+    assert f"; {precision}; critic width 4" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as usage:
+        main(["bench", "--modes", "none", "--precision", "fp8"])
+    assert usage.value.code == 2

@@ -13,6 +13,7 @@ from ..experiments.step_timing import COMPILED, MODES, compilable, format_tables
 from ..methods import method_names
 from ..train.compiling import probe_compiler
 from ..train.device import check_device
+from ..train.precision import PRECISIONS
 from .values import count_at_least, writable_file
 
 
@@ -33,6 +34,9 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--compile", action="store_true",
                         help="also time each mode with the critic under torch.compile, side by side ('MODE [compiled]'; "
                         "modes with a gradient penalty have no compiled row: no double backward)")
+    parser.add_argument("--precision", default="fp32", choices=PRECISIONS,
+                        help="every step (the plain one too) as train-gan --precision runs it: fp32, or bf16 / fp16 "
+                        "autocast forwards (fp16 with a GradScaler)")
     parser.add_argument("--json", help="also write the results to this file")
 
 
@@ -54,7 +58,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
         modes += [m + COMPILED for m in modes if m not in skipped]
         if skipped:
             print(f"no compiled row for {', '.join(skipped)}: a gradient penalty needs double backward")
-    result = measure(args.width, args.batch, args.steps, args.warmup, args.repeats, modes, args.device)
+    result = measure(args.width, args.batch, args.steps, args.warmup, args.repeats, modes, args.device,
+                     precision=args.precision)
     print(format_tables(result))
     if args.json:
         with open(args.json, "w") as fh:

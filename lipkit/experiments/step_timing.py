@@ -27,6 +27,7 @@ import torch.nn as nn
 from ..methods import AppliedMethod, apply_method, get_method, method_names
 from ..models.examples import dcgan_critic
 from ..train import gan
+from ..train.precision import Precision, check_precision
 from ..train.presets import make_optimizer, preset_defaults
 
 PLAIN = "none"  # the method every ratio is taken to
@@ -67,16 +68,18 @@ def build(mode: str, width: int, device: str, real: torch.Tensor) -> tuple[nn.Mo
 
 
 def make_step(mode: str, built: tuple[nn.Module, AppliedMethod], real: torch.Tensor,
-              fake: torch.Tensor) -> Callable[[], None]:
+              fake: torch.Tensor, precision: str = "fp32") -> Callable[[], None]:
     """One critic update of `mode` on fixed batches, as a closure: train-gan's critic_update with
-    the method's own optimizer (fresh state per closure)."""
+    the method's own optimizer (fresh state per closure) and train-gan's --precision handling
+    (autocast; fp16 with its own GradScaler)."""
     critic, method = built
     hp = preset_defaults(mode.removesuffix(COMPILED), toy=False)
     opt = make_optimizer(critic.parameters(), hp, hp["lr"])
     penalty_rng = torch.Generator().manual_seed(0)
+    amp = Precision(precision, real.device) if precision != "fp32" else None  # fp32: the exact fp32 path
 
     def step() -> None:
-        gan.critic_update(critic, opt, method, real, fake, None, penalty_rng)  # train-gan's own update
+        gan.critic_update(critic, opt, method, real, fake, None, penalty_rng, precision=amp)  # train-gan's update
 
     return step
 
@@ -155,9 +158,11 @@ def _threads(threads: int | None) -> Iterator[None]:
 
 
 def measure(width: int, batches: Sequence[int], steps: int, warmup: int, repeats: int,
-            modes: Sequence[str] = MODES, device: str = "cpu", threads: int | None = None) -> dict[str, Any]:
+            modes: Sequence[str] = MODES, device: str = "cpu", threads: int | None = None,
+            precision: str = "fp32") -> dict[str, Any]:
     """Time every mode at every batch size, modes interleaved within each repeat.
     threads: torch's CPU thread count during the measurement (None: as set).
+    precision: fp32 | bf16 | fp16, as train-gan's --precision (every mode, the plain step too).
 
     Returns {"device", "torch", "width", "batches", "steps", "warmup", "repeats", "modes",
     "per_batch": {"<batch>": {mode: {"seconds": median s/step, "ms": the same in ms,
@@ -166,6 +171,7 @@ def measure(width: int, batches: Sequence[int], steps: int, warmup: int, repeats
     """
     modes = list(modes)
     _check_sizes(batches, steps, warmup, repeats, modes, device)
+    check_precision(precision)
     per_batch: dict[str, dict[str, dict[str, Any]]] = {}
     # One critic per mode for the whole call: building (lipkit's SN runs power iteration to
     # convergence at registration, seconds for the conv operator on a CPU) is not a step's
@@ -179,11 +185,11 @@ def measure(width: int, batches: Sequence[int], steps: int, warmup: int, repeats
                 for mode in modes:
                     if mode not in critics:
                         critics[mode] = build(mode, width, device, real)
-                    step = make_step(mode, critics[mode], real, fake)  # fresh Adam state per repeat
+                    step = make_step(mode, critics[mode], real, fake, precision)  # fresh Adam state per repeat
                     times[mode].append(time_steps(step, steps, warmup, device))
             per_batch[str(batch)] = _summarize(times)
         name = device_name(device)  # inside: it names the thread count the times were taken with
-    return {"device": name, "torch": torch.__version__, "width": width,
+    return {"device": name, "torch": torch.__version__, "width": width, "precision": precision,
             "batches": list(batches), "steps": steps, "warmup": warmup, "repeats": repeats,
             "modes": modes, "per_batch": per_batch}
 
@@ -200,7 +206,8 @@ def _summarize(times: Mapping[str, list[float]]) -> dict[str, dict[str, Any]]:
 
 def format_tables(result: Mapping[str, Any]) -> str:
     """The benchmark's printout: a header line, then one markdown table per batch size."""
-    lines = [f"torch {result['torch']} on {result['device']}; critic width {result['width']}; median of "
+    lines = [f"torch {result['torch']} on {result['device']}; {result.get('precision', 'fp32')}; critic width "
+             f"{result['width']}; median of "
              f"{result['repeats']} interleaved repeats of {result['steps']} steps", ""]
     for batch, modes in result["per_batch"].items():
         lines += [f"| mode (B={batch}) | ms/step | x plain |", "|---|---|---|"]

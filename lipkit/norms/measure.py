@@ -14,7 +14,7 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
-from .conv_symbol import build_symbol
+from .conv_symbol import build_symbol, symbol_plan
 from .dense_gram import certified_dense_norm, dense_gram_fits
 from .linalg import (
     check_dense_size,
@@ -32,6 +32,7 @@ from .operators import (
     CONV_TRANSPOSE,
     IDENTITY_LIKE,
     SUPPORTED,
+    ConvGeometry,
     as_input_shape,
     avgpool_as_conv,
     batchnorm_scale,
@@ -158,13 +159,15 @@ def conv_gram_norm(layer: nn.Module, in_shape: tuple[int, ...], weight: Tensor |
     symbol bound carries up to sqrt(2) per axis), the Cholesky-certified dense norm
     (dense_gram.py says why and what it costs). n_iter: that many Gram squarings of the
     symbol, nothing else; None: the iteration's limit, certified by Cholesky (faster)."""
+    if n_iter is None:
+        _, pad_norm, exact = symbol_plan(ConvGeometry.of(layer), in_shape, layer.kernel_size)  # no symbol yet
+        if not exact:
+            op = build_operator(layer, in_shape, torch.float64, weight)
+            if dense_gram_fits(op, loose_padding=pad_norm > 1):
+                return certified_dense_norm(op, _device(layer)), True
     sym = build_symbol(layer, in_shape, dtype, weight)
     if n_iter is not None:
         return sym.pad_norm * float(gram_iteration_bound(sym.matrices, n_iter).max()), False
-    if not sym.exact:
-        op = build_operator(layer, in_shape, torch.float64, weight)
-        if dense_gram_fits(op, loose_padding=sym.pad_norm > 1):
-            return certified_dense_norm(op, _device(layer)), True
     return sym.pad_norm * max_top_singular_value(sym.matrices), False
 
 

@@ -301,6 +301,41 @@ def test_lipnet_method_builds_a_certified_gradient_norm_preserving_critic():
     assert lk.lipschitz_bound(convs, (1, 8, 8), "exact").upper <= 1 + 1e-5
 
 
+def test_lipnet_with_sn_convs_holds_each_conv_true_norm_at_one():
+    """lipnet_conv="sn-conv": every conv keeps its TRUE operator norm (dense Jacobian) at 1
+    within 1e-3 through Adam steps, Linears stay Bjorck-orthonormal, ReLUs become GroupSort;
+    any other value is refused by name."""
+    from lipkit.constraints.conv import ConvSpectralNormalization
+    from lipkit.methods import apply_method
+    from lipkit.models import cnn_classifier
+    from lipkit.train.presets import preset_defaults
+
+    torch.manual_seed(0)
+    model = cnn_classifier((1, 8, 8), 3, width=2, hidden=6).double()
+    apply_method(model, "lipnet", {**preset_defaults("lipnet", toy=False), "lipnet_conv": "sn-conv"}, "classifier")
+    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
+    assert all(isinstance(c.parametrizations.weight[0], ConvSpectralNormalization) for c in convs)
+    assert sum(isinstance(m, lk.GroupSort) for m in model.modules()) == 3
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    x, y = torch.rand(16, 1, 8, 8, dtype=torch.float64), torch.randint(0, 3, (16,))
+    for _ in range(30):
+        opt.zero_grad()
+        F.cross_entropy(model(x), y).backward()
+        opt.step()
+    model.eval()
+    plain = lk.export(model)
+    shapes = [(1, 8, 8), (2, 8, 8), (4, 4, 4)]
+    norms = [lk.operator_norm(layer, shape, "exact") for layer, shape in
+             zip([m for m in plain if isinstance(m, nn.Conv2d)], shapes)]
+    assert all(abs(n - 1) <= 1e-3 for n in norms), norms
+    for linear in (m for m in plain if isinstance(m, nn.Linear)):
+        assert torch.allclose(torch.linalg.svdvals(linear.weight), torch.ones(()).double(), atol=1e-3)
+    assert lk.lipschitz_bound(model, (1, 8, 8), "exact").upper <= 1 + 3e-3
+    with pytest.raises(ValueError, match=r"lipnet_conv='bjorck' is not allowed; choose one of \('aol', 'sn-conv'\)"):
+        apply_method(cnn_classifier((1, 8, 8), 3, 2, 6), "lipnet",
+                     {**preset_defaults("lipnet", toy=False), "lipnet_conv": "bjorck"}, "classifier")
+
+
 def test_sort_activations_needs_an_activation_module():
     with pytest.raises(ValueError, match="no nn.ReLU / nn.LeakyReLU module"):
         lk.constrain  # noqa: B018  (the public API stays importable beside it)
@@ -332,7 +367,9 @@ def test_classification_losses_are_the_library_losses():
     from lipkit.train.clf_config import ClfConfig
 
     logits, labels = torch.randn(6, 10), torch.randint(0, 10, (6,))
-    c = ClfConfig()
+    from lipkit.train.clf_config import resolve_config
+
+    c = resolve_config(ClfConfig(data="digits"))
     margin = dataclasses.replace(c, loss="margin", margin_eps=0.3, temperature=4.0)
     assert float(classification_loss(margin, logits, labels)) == pytest.approx(
         float(lk.margin_cross_entropy(4.0 * logits, labels, eps=1.2)))
@@ -341,5 +378,4 @@ def test_classification_losses_are_the_library_losses():
         float(lk.hkr_loss(logits, labels, alpha=5.0, margin=0.2)))
     assert float(classification_loss(c, logits, labels)) == pytest.approx(float(F.cross_entropy(logits, labels)))
     with pytest.raises(ValueError, match="loss='l1' is not allowed"):
-        from lipkit.train.clf_config import resolve_config
         resolve_config(dataclasses.replace(c, loss="l1"))

@@ -140,6 +140,13 @@ def test_config_checks_and_epochs() -> None:
     # the loss: the method's unless --loss says (lipnet trains with the margin its certificate needs)
     assert [resolve_config(tiny(reg=r)).loss for r in ("none", "sn", "lipnet")] == ["ce", "ce", "margin"]
     assert resolve_config(tiny(reg="lipnet", loss="hkr")).loss == "hkr"
+    # lipnet's preset also sets its margin, temperature and conv kind; a flag given wins, others keep theirs
+    pick = lambda c: (c.margin_eps, c.temperature, c.lipnet_conv)  # noqa: E731
+    assert pick(resolve_config(tiny(reg="lipnet"))) == (1.5, 8.0, "sn-conv")
+    assert pick(resolve_config(tiny(reg="sn-conv"))) == (0.5, 1.0, "aol")
+    assert pick(resolve_config(tiny(reg="lipnet", temperature=2.0, lipnet_conv="aol"))) == (1.5, 2.0, "aol")
+    with pytest.raises(ValueError, match=r"lipnet_conv='cayley' is not allowed; choose one of"):
+        resolve_config(tiny(reg="lipnet", lipnet_conv="cayley"))
     with pytest.raises(ValueError, match=r"loss='mse' is not allowed; choose one of"):
         resolve_config(tiny(loss="mse"))
 

@@ -9,12 +9,16 @@ from dataclasses import dataclass
 from ..constraints.options import check_bjorck_order
 from ..data import get_data
 from ..methods import get_method
+from ..methods.attach import check_lipnet_conv
 from .run_config import MAX_DEPTH, RunConfig
 
 MODELS = ("mlp", "cnn")
 OPTIMIZERS = ("adam", "sgd")
 IGP_KINDS = ("loss", "logits")
 LOSSES = ("ce", "margin", "hkr")
+# Fields a method's classifier preset may set (lipnet: its loss, temperature, margin and conv
+# kind, so `compare-clf --regs lipnet,sn-conv` trains each with its own); these values otherwise.
+METHOD_DEFAULTS = {"loss": "ce", "temperature": 1.0, "margin_eps": 0.5, "lipnet_conv": "aol"}
 
 
 @dataclass
@@ -40,9 +44,11 @@ class ClfConfig(RunConfig):
     group_size: int = 2  # lipnet: GroupSort group size replacing each ReLU (2: MaxMin)
     bjorck_iters: int = 20  # lipnet: Bjorck iterations per Linear weight read
     bjorck_order: int = 2  # lipnet: Taylor order of each Bjorck step, 1-3
-    loss: str | None = None  # ce | margin (Lipschitz-margin CE) | hkr; None: the method's (lipnet: margin, others: ce)
-    margin_eps: float = 0.5  # margin: the l2 radius to certify (sqrt(2) * margin_eps added to other logits)
-    temperature: float = 1.0  # ce / margin: logits times this before the softmax (1-Lipschitz nets have small logits)
+    # None below: the method's classifier preset (methods/builtin.py), else the value in METHOD_DEFAULTS
+    lipnet_conv: str | None = None  # lipnet: each conv as aol (certified, stateless) | sn-conv (true norm held at 1)
+    loss: str | None = None  # ce | margin (Lipschitz-margin CE) | hkr
+    margin_eps: float | None = None  # margin: the l2 radius to certify (sqrt(2) * margin_eps added to other logits)
+    temperature: float | None = None  # ce / margin: logits times this before the softmax (1-Lipschitz nets: small logits)
     hkr_alpha: float = 10.0  # hkr: weight of the hinge term against -KR
     hkr_margin: float = 0.5  # hkr: the hinge margin on each one-vs-all score
     optimizer: str = "adam"  # adam|sgd
@@ -67,7 +73,8 @@ def _split_sizes(data: str) -> tuple[int, int]:
 def resolve_config(config: ClfConfig) -> ClfConfig:
     """A complete copy: every None filled in and every value checked (the saved config)."""
     preset = get_method(config.reg, "classifier").classifier  # a clear error naming the classifier methods
-    config = dataclasses.replace(config, loss=config.loss if config.loss is not None else preset.get("loss", "ce"))
+    config = dataclasses.replace(config, **{k: preset.get(k, default) if getattr(config, k) is None
+                                            else getattr(config, k) for k, default in METHOD_DEFAULTS.items()})
     _check_choices(config)
     pool, test = _split_sizes(config.data)
     val = config.val_size if config.val_size is not None else min(1000, pool // 5)
@@ -109,6 +116,7 @@ def _check_values(c: ClfConfig, pool: int, test: int) -> None:
                 or (positive and value == 0):
             raise ValueError(f"{name} must be a finite number {'> 0' if positive else '>= 0'}, got {value!r}")
     check_bjorck_order("bjorck_order", c.bjorck_order)
+    check_lipnet_conv(c.lipnet_conv)
     if c.depth > MAX_DEPTH:  # built layer by layer in Python: a typo would hang, not fail
         raise ValueError(f"depth must be an int in [1, {MAX_DEPTH}], got {c.depth}")
     if c.val_size + c.train_size > pool:

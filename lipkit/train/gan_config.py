@@ -10,6 +10,7 @@ from ..constraints.options import check_bjorck_order
 from ..data import data_names, get_data
 from ..losses.critic import check_critic_loss
 from ..methods import get_method
+from ..methods.attach import check_lipnet_conv
 from .presets import PRESET_KEYS, preset_defaults
 from .run_config import MAX_DEPTH, RunConfig
 
@@ -43,6 +44,7 @@ class GanConfig(RunConfig):
     group_size: int | None = None  # lipnet: GroupSort group size replacing each ReLU (2: MaxMin)
     bjorck_iters: int | None = None  # lipnet: Bjorck iterations per Linear weight read (20)
     bjorck_order: int | None = None  # lipnet: Taylor order of each Bjorck step, 1-3 (2)
+    lipnet_conv: str | None = None  # lipnet: aol (certified, stateless) | sn-conv (true norm held at 1) (aol)
     data_subset: int | None = None  # images: train on a seeded subset of this many images
     eval_samples: int | None = None  # None: 2500 on 2-D data (GDPP protocol), 1000 on images
     image_metrics: bool = True  # FID/KID/class accuracy (trains and caches the classifier once)
@@ -83,6 +85,7 @@ def check_values(config: GanConfig) -> None:
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
             raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
     check_bjorck_order("bjorck_order", config.bjorck_order)
+    check_lipnet_conv(config.lipnet_conv)
     check_critic_loss(config.loss)
     if config.depth > MAX_DEPTH:  # built layer by layer in Python: a typo would hang, not fail
         raise ValueError(f"depth must be an int in [1, {MAX_DEPTH}], got {config.depth}")

@@ -14,7 +14,7 @@ OPTIMIZERS = ("adam", "rmsprop")
 # Every critic hyperparameter's value when the method does not use it.
 UNUSED = {"optimizer": "adam", "lr": 1e-4, "betas": (0.0, 0.9), "n_critic": 5, "warmup_n_critic": 0,
           "clip_c": 0.01, "max_norm": 1.0, "penalty_weight": 10.0, "gp_lambda": 10.0, "sn_iter": 1,
-          "group_size": 2, "bjorck_iters": 20, "bjorck_order": 2}
+          "group_size": 2, "bjorck_iters": 20, "bjorck_order": 2, "lipnet_conv": "aol"}
 PRESET_KEYS = tuple(UNUSED)  # the GanConfig fields a method's critic defaults fill in
 TOY_OVERRIDES = {"betas": (0.5, 0.9), "gp_lambda": 0.1}  # WGAN-GP toy code (gan_toy.py)
 WARMUP_STEPS = 25  # WGAN reference code: warm-up critic iterations for the first 25 steps...

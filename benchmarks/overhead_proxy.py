@@ -12,6 +12,11 @@ back, interleaved with the plain step; the table reports medians over the rounds
 ratio to the plain step's median (torch-sn and gp have no lipkit constraint: their two
 columns differ by noise only, which shows how much of a difference means something).
 
+The row "floor" is the plain critic with a one-kernel map (w * 1) registered through
+torch.nn.utils.parametrize on every conv and linear, as lk.constrain registers its maps
+(DESIGN.md: use parametrize): what any reparametrization costs on this proxy before its map
+does any work, i.e. the lowest ratio a parametrized SN can reach here.
+
     OMP_NUM_THREADS=1 python benchmarks/overhead_proxy.py --out benchmarks/results/overhead_proxy_cpu.md
 """
 from __future__ import annotations
@@ -20,18 +25,37 @@ import argparse
 import statistics
 
 import torch
+import torch.nn as nn
+from torch.nn.utils import parametrize
 
 from lipkit.constraints.base import Constraint
 from lipkit.experiments.step_timing import batch_pair, build, make_step, time_steps
 
-MODES = ["none", "sn", "torch-sn", "sn-conv", "gp", "sn+gp", "lipnet"]
+FLOOR = "floor"  # the plain critic with a one-kernel parametrization on every weight
+MODES = ["none", FLOOR, "sn", "torch-sn", "sn-conv", "gp", "sn+gp", "lipnet"]
 WIDTH = 2  # lipnet's GroupSort needs an even channel count
+
+
+class OneKernelMap(nn.Module):
+    """w -> w * 1: a reparametrization whose map is a single kernel (and its backward)."""
+
+    def forward(self, w: torch.Tensor) -> torch.Tensor:
+        return w * 1.0
+
+
+def build_floor(real: torch.Tensor):
+    critic, method = build("none", WIDTH, "cpu", real)
+    for layer in critic.modules():
+        if isinstance(layer, (nn.Conv2d, nn.Linear)):
+            parametrize.register_parametrization(layer, "weight", OneKernelMap())
+    return critic, method
 
 
 def run(rounds: int, steps: int) -> dict[tuple[str, bool], list[float]]:
     """ms per step of every (mode, reuse), modes and settings interleaved in each round."""
     real, fake = batch_pair(4, "cpu")
-    built = {m: make_step(m, build(m, WIDTH, "cpu", real), real, fake) for m in MODES}
+    built = {m: make_step("none" if m == FLOOR else m, build_floor(real) if m == FLOOR else build(m, WIDTH, "cpu", real),
+                          real, fake) for m in MODES}
     times: dict[tuple[str, bool], list[float]] = {(m, r): [] for m in MODES for r in (True, False)}
     try:
         for _ in range(rounds):

@@ -3,7 +3,9 @@ critic at batch 4, one thread: a step is host overhead, as a GPU step at batch 6
 
 Four steps side by side, interleaved over rounds, medians, ratios to the plain step:
   none               the plain critic step
-  sn                 lipkit's SN as shipped
+  sn                 lipkit's SN as shipped (every stale pair refreshed in one batch before
+                     the critic's forward: constraints/spectral_batch.py)
+  sn-per-layer       the same without that batch: each layer refreshes at its own read
   sn-no-refresh      SN with the once-per-update refresh of the top singular pair skipped
                      (the map sigma = <u v^T, W>, W / sigma and its backward remain)
   sn-one-kernel-map  SN's constraint modules with the map replaced by w * 1 (what the
@@ -22,9 +24,10 @@ import statistics
 import torch
 
 from lipkit.constraints.spectral import SpectralNormalization
+from lipkit.constraints.spectral_batch import remove_refresh_hook
 from lipkit.experiments.step_timing import batch_pair, build, make_step, time_steps
 
-ROWS = ("none", "sn", "sn-no-refresh", "sn-one-kernel-map")
+ROWS = ("none", "sn", "sn-per-layer", "sn-no-refresh", "sn-one-kernel-map")
 PATCHES = {"sn-no-refresh": ("weight_changed", lambda self, raw: False),
            "sn-one-kernel-map": ("constrained", lambda self, raw: raw * 1.0)}
 
@@ -48,8 +51,12 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     real, fake = batch_pair(4, "cpu")
-    steps = {row: make_step("none" if row == "none" else "sn", build("none" if row == "none" else "sn", 2, "cpu", real),
-                            real, fake) for row in ROWS}
+    steps = {}
+    for row in ROWS:
+        critic, method = build("none" if row == "none" else "sn", 2, "cpu", real)
+        if row != "sn":
+            remove_refresh_hook(critic)  # the patched rows measure the per-layer path
+        steps[row] = make_step("none" if row == "none" else "sn", (critic, method), real, fake)
     times: dict[str, list[float]] = {row: [] for row in ROWS}
     for _ in range(args.rounds):
         for row in ROWS:

@@ -17,6 +17,7 @@ from torch.nn.utils import parametrize
 import lipkit.constraints as lc
 import lipkit.constraints.conv as conv_module
 import lipkit.constraints.spectral as spectral_module
+import lipkit.constraints.spectral_batch as spectral_batch
 from lipkit.constraints.api import PROJECTIONS
 from lipkit.constraints.base import raw_tensor
 from lipkit.norms.measure import operator_norm, weight_matrix
@@ -324,6 +325,12 @@ def test_power_iteration_runs_once_per_weight_update(operator: str, monkeypatch)
     critic(x)  # records conv input shapes (warm-up) before counting
     for cls, kind in ((spectral_module.SpectralNormalization, "reshape"), (conv_module.ConvSpectralNormalization, "conv")):
         monkeypatch.setattr(cls, "_top_pair", counting(cls, kind))
+    batched = spectral_batch.exact_top_pairs  # the model's pre-forward refresh of its reshape pairs
+
+    def count_batch(matrices):
+        calls.extend(["reshape"] * len(matrices))
+        return batched(matrices)
+    monkeypatch.setattr(spectral_batch, "exact_top_pairs", count_batch)
     u_before = [c.u.clone() for *_, c in lc.constraints_of(critic)]
     for _ in range(3):  # D(real), D(fake), D(x_inter) of one step, plus a backward
         critic(x).sum().backward()

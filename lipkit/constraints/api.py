@@ -20,8 +20,10 @@ import torch.nn as nn
 from torch.nn.utils import parametrize
 
 from ..where import Where, select
+from . import spectral_batch
 from .base import Constraint, check_finite
 from .options import build_constraint, resolve_options, supported_layers
+from .spectral_batch import add_refresh_hook, remove_refresh_hook
 
 PROJECTIONS = "lipkit_projections"  # attribute holding project-mode constraints on a layer
 KEEP = ("raw", "constrained")
@@ -76,6 +78,9 @@ def constrain(
     built = [(layer, build_constraint(method, name, layer, resolved)) for name, layer in chosen]
     for layer, constraint in built:
         _attach(layer, constraint, mode)
+    spectral_batch.GENERATION[0] += 1  # cached layer lists are stale now
+    if method == "spectral" and mode == "reparam":
+        add_refresh_hook(model)  # all reshape-SN pairs of one forward in one batch (spectral_batch.py)
     return model
 
 
@@ -132,6 +137,8 @@ def unconstrain(model: nn.Module, keep: str = "raw") -> nn.Module:
         if PROJECTIONS in layer._modules and not len(layer._modules[PROJECTIONS]):
             delattr(layer, PROJECTIONS)
         _remove_hook(layer)
+    spectral_batch.GENERATION[0] += 1
+    remove_refresh_hook(model)
     return model
 
 

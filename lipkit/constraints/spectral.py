@@ -11,7 +11,10 @@ changed, so D(real), D(fake) and a gradient penalty's D(x_inter) within one step
 update. Why it is more accurate: the refresh is the exact pair of a matrix with a side <=
 EXACT_SIDE and Rayleigh-Ritz on a small Krylov space (norms/krylov.py) above, not one power
 step, and an eval read of a weight changed since (export right after a step) gets its own
-pair, so the bound holds when the layer is read. A forward that computes the map only
+pair, so the bound holds when the layer is read. The exact pairs of all of a model's layers
+are computed in one batch before the model's forward (spectral_batch.py: lk.constrain adds
+that pre-hook); a layer whose pair is still stale at its read computes its own here. A
+forward that computes the map only
 evaluates sigma = u^T W v = <u v^T, W> (one product and a sum, with u v^T stored in the
 weight's layout as sigma_grad), differentiably, and the step's other reads reuse its result
 (step_reuse.py); u, v and sigma_grad are rebound at each refresh, never updated in place, so

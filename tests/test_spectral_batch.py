@@ -1,0 +1,117 @@
+"""The batched refresh of reshape-SN pairs (constraints/spectral_batch.py, linalg.exact_top_pairs):
+the same pairs as one eigh per layer (svdvals oracle), the same training as without the hook,
+and only where it applies."""
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+import torch.nn as nn
+
+import lipkit as lk
+from lipkit.constraints import spectral_batch
+from lipkit.constraints.spectral import SpectralNormalization
+from lipkit.constraints.spectral_batch import refresh_spectral_pairs, remove_refresh_hook
+from lipkit.norms.linalg import exact_top_pair, exact_top_pairs
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_exact_top_pairs_are_each_matrix_top_pair(dtype):
+    gen = torch.Generator().manual_seed(0)
+    shapes = [(2, 27), (16, 144), (300, 8), (1, 256), (7, 7), (40, 1), (5, 3)]
+    matrices = [torch.randn(*s, generator=gen, dtype=dtype) * 10.0 ** (i - 3) for i, s in enumerate(shapes)]
+    matrices.append(torch.zeros(3, 5, dtype=dtype))
+    pairs = exact_top_pairs(matrices)
+    rel = 1e-6 if dtype is torch.float32 else 1e-12
+    for m, (u, v) in zip(matrices, pairs):
+        assert u.shape == m.shape[:1] and v.shape == m.shape[1:] and u.dtype == v.dtype == dtype
+        assert torch.allclose(u.norm(), torch.ones((), dtype=dtype)) and torch.allclose(v.norm(), torch.ones((), dtype=dtype))
+        sigma = torch.linalg.svdvals(m.double())[0]
+        assert float(u.double() @ m.double() @ v.double()) == pytest.approx(float(sigma), rel=rel, abs=1e-30)
+        u1, v1 = exact_top_pair(m)  # the per-layer refresh it replaces
+        assert float(u @ m @ v) == pytest.approx(float(u1 @ m @ v1), rel=rel, abs=1e-30)
+
+
+def test_exact_top_pairs_refuses_non_finite():
+    assert exact_top_pairs([torch.randn(3, 4), torch.tensor([[1.0, float("nan")]])]) is None
+
+
+def critic(hidden: int = 6) -> nn.Module:
+    return nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Conv2d(4, hidden, 3, 2), nn.ReLU(), nn.Flatten(),
+                         nn.Linear(hidden * 16, 5), nn.ReLU(), nn.Linear(5, 1))
+
+
+def train(model: nn.Module, steps: int = 10) -> list[float]:
+    gen = torch.Generator().manual_seed(1)
+    dtype = next(model.parameters()).dtype
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2, betas=(0.0, 0.9))
+    losses = []
+    for _ in range(steps):
+        real, fake = (torch.randn(8, 3, 12, 12, generator=gen, dtype=dtype) for _ in range(2))
+        loss = model(fake).mean() - model(real).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    return losses
+
+
+def count_own_refreshes(monkeypatch) -> dict:
+    calls = {"n": 0}
+    own = SpectralNormalization._top_pair
+
+    def counted(self, matrix):
+        calls["n"] += 1
+        return own(self, matrix)
+    monkeypatch.setattr(SpectralNormalization, "_top_pair", counted)
+    return calls
+
+
+def test_batched_refresh_trains_as_the_per_layer_refresh(monkeypatch):
+    """Losses and weights over 10 WGAN-style Adam steps equal those of the same model without
+    the hook (every layer refreshing at its own read), and with the hook no layer refreshes
+    on its own; every layer's sigma is 1 after training (svdvals)."""
+    torch.manual_seed(0)
+    batched = lk.constrain(critic().double(), "spectral")
+    alone = copy.deepcopy(batched)
+    remove_refresh_hook(alone)
+    assert any(h is refresh_spectral_pairs for h in batched._forward_pre_hooks.values())
+    assert not any(h is refresh_spectral_pairs for h in alone._forward_pre_hooks.values())
+    calls = count_own_refreshes(monkeypatch)
+    a = train(batched)
+    assert calls["n"] == 0  # every refresh came from the batch
+    b = train(alone)
+    assert calls["n"] == 10 * 4  # one per layer per update without the hook
+    assert a == pytest.approx(b, rel=1e-9)
+    for p, q in zip(batched.parameters(), alone.parameters()):
+        assert torch.allclose(p, q, rtol=1e-9, atol=1e-12)
+    batched.eval()
+    for layer in (m for m in batched.modules() if isinstance(m, (nn.Conv2d, nn.Linear))):
+        assert float(torch.linalg.svdvals(layer.weight.detach().flatten(1))[0]) == pytest.approx(1.0, rel=1e-9)
+
+
+def test_only_batchable_layers_are_batched(monkeypatch):
+    """A weight above EXACT_SIDE on both sides (Krylov refresh), certified SN and conv-operator
+    SN keep their own refresh; export's plain copy and unconstrain drop the hook."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(200, 150), nn.ReLU(), nn.Linear(150, 4), nn.ReLU(), nn.Linear(4, 2))
+    lk.constrain(model, "spectral")
+    calls = count_own_refreshes(monkeypatch)
+    train_mlp = torch.optim.SGD(model.parameters(), lr=0.1)
+    model(torch.randn(3, 200)).sum().backward()
+    train_mlp.step()
+    model(torch.randn(3, 200))
+    assert calls["n"] == 1  # the 150 x 200 layer alone; the two small ones came from the batch
+    sizes = []  # the batches formed (returning None sends every layer to its own refresh)
+    monkeypatch.setattr(spectral_batch, "exact_top_pairs", lambda ms: sizes.append(len(ms)))
+    train(lk.constrain(critic(), "spectral", certified=True), steps=2)
+    assert sizes == []
+    train(lk.constrain(critic(), "spectral", operator="conv"), steps=2)
+    assert sizes == [2]  # step 2 (registration made the pairs current): the two Linears, not the convs
+    exported = lk.export(model)  # a plain copy: no parametrization, no hook
+    assert any(h is refresh_spectral_pairs for h in model._forward_pre_hooks.values())
+    assert not any(h is refresh_spectral_pairs for h in exported._forward_pre_hooks.values())
+    assert not any(hasattr(m, "parametrizations") for m in exported.modules())
+    lk.unconstrain(model)
+    assert not any(h is refresh_spectral_pairs for h in model._forward_pre_hooks.values())

@@ -45,7 +45,8 @@ def _layers(model: nn.Module) -> list[tuple[SpectralNormalization, nn.Module]]:
     for layer in model.modules():
         plist = layer._modules.get("parametrizations")
         params = plist._modules.get("weight") if plist is not None else None
-        c = params._modules["0"] if params is not None else None
+        # SN alone on the weight: its input is then `original`, the tensor the batch reads
+        c = params._modules["0"] if params is not None and len(params._modules) == 1 else None
         if type(c) is SpectralNormalization and not c.certified:
             rows = c.weight_shape[c.dim]
             if min(rows, math.prod(c.weight_shape) // rows) <= EXACT_SIDE:
@@ -83,7 +84,7 @@ def refresh_spectral_pairs(model: nn.Module, args: Any = None) -> None:
 
 
 def add_refresh_hook(model: nn.Module) -> None:
-    """Once per model: the hook is found by identity (a deepcopy keeps it, export too)."""
+    """Once per model, found by identity (a deepcopy keeps it; unconstrain and export drop it)."""
     if not any(h is refresh_spectral_pairs for h in model._forward_pre_hooks.values()):
         model.register_forward_pre_hook(refresh_spectral_pairs)
 

@@ -8,6 +8,7 @@ Three tools, each with a different guarantee:
 """
 from __future__ import annotations
 
+import functools
 import math
 from typing import Callable
 
@@ -254,6 +255,18 @@ def exact_top_pair(matrix: Tensor) -> tuple[Tensor, Tensor]:
     return as_dtype(u, matrix.dtype), as_dtype(v, matrix.dtype)
 
 
+@functools.lru_cache(maxsize=16)
+def _padding_masks(shapes: tuple[tuple[int, int], ...], dtype: torch.dtype, device: torch.device
+                   ) -> tuple[Tensor, Tensor]:
+    """1 on the real entries of each padded side, 0 on the padding. Cached: a training run
+    asks for the same shapes at every update, and building them from a host list on a GPU
+    would be a host-to-device copy (a wait on the stream) each time."""
+    sizes = torch.tensor(shapes, device=device)  # (L, 2)
+    rows = (torch.arange(int(sizes[:, 0].max()), device=device) < sizes[:, :1]).to(dtype)
+    cols = (torch.arange(int(sizes[:, 1].max()), device=device) < sizes[:, 1:]).to(dtype)
+    return rows, cols
+
+
 def exact_top_pairs(matrices: list[Tensor]) -> list[tuple[Tensor, Tensor]] | None:
     """exact_top_pair of every matrix at once (same dtype and device), or None when any of
     them holds NaN / inf (one sum of the batch: one host sync for all). Each matrix, turned so
@@ -272,9 +285,7 @@ def exact_top_pairs(matrices: list[Tensor]) -> list[tuple[Tensor, Tensor]] | Non
         batch[i, :m.shape[0], :m.shape[1]] = m
     if not math.isfinite(float(batch.sum())):  # NaN and inf survive a sum
         return None
-    sizes = torch.tensor([m.shape for m in turned], device=first.device)  # (L, 2)
-    rows = (torch.arange(s, device=first.device) < sizes[:, :1]).to(dtype)  # real entries of each side
-    cols = (torch.arange(t, device=first.device) < sizes[:, 1:]).to(dtype)
+    rows, cols = _padding_masks(tuple(tuple(m.shape) for m in turned), dtype, first.device)
     batch = batch / batch.abs().amax(dim=(1, 2), keepdim=True).clamp_min(torch.finfo(dtype).tiny)
     shift = torch.finfo(dtype).tiny ** 0.5
     top = torch.linalg.eigh(batch @ batch.mT)[1][..., -1]  # (L, s): the smaller side's vectors

@@ -115,3 +115,25 @@ def test_only_batchable_layers_are_batched(monkeypatch):
     assert not any(hasattr(m, "parametrizations") for m in exported.modules())
     lk.unconstrain(model)
     assert not any(h is refresh_spectral_pairs for h in model._forward_pre_hooks.values())
+
+
+def test_batched_refresh_runs_in_full_precision_under_autocast():
+    """A forward under bf16 autocast: the batch's Gram and eigh stay float32, so the pairs are
+    the ones computed without autocast (the per-layer refresh turns autocast off too)."""
+    torch.manual_seed(0)
+    model = lk.constrain(critic(), "spectral")
+    plain = copy.deepcopy(model)
+    for m in (model, plain):
+        with torch.no_grad():
+            for p in m.parameters():
+                p.add_(0.01)  # a weight update: every pair is stale
+    x = torch.randn(2, 3, 12, 12)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        model(x)
+    plain(x)
+    pairs = [(c.u, c.v) for c in model.modules() if isinstance(c, SpectralNormalization)]
+    expected = [(c.u, c.v) for c in plain.modules() if isinstance(c, SpectralNormalization)]
+    assert len(pairs) == 4
+    for (u, v), (u0, v0) in zip(pairs, expected):
+        assert u.dtype == torch.float32
+        assert torch.allclose(u.abs(), u0.abs(), atol=1e-5) and torch.allclose(v.abs(), v0.abs(), atol=1e-5)

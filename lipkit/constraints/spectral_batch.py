@@ -26,7 +26,7 @@ import torch.nn as nn
 
 from ..norms.linalg import exact_top_pairs
 from ..norms.measure import weight_matrix
-from .base import as_dtype, compute_dtype, normal_tensors
+from .base import as_dtype, autocast_off, compute_dtype, normal_tensors
 from .spectral import EXACT_SIDE, SpectralNormalization
 
 # Bumped by every lk.constrain / lk.unconstrain: a model's cached layer list (_layers) is
@@ -71,10 +71,11 @@ def refresh_spectral_pairs(model: nn.Module, args: Any = None) -> None:
     groups: dict[tuple, list] = {}
     for c, raw in due:
         groups.setdefault((compute_dtype(raw.dtype), raw.device), []).append((c, raw))
-    for (dtype, _), members in groups.items():
+    for (dtype, device), members in groups.items():
         if len(members) < 2:
             continue
-        with torch.no_grad(), normal_tensors():
+        # full precision as the per-layer refresh (a bf16 Gram under autocast gave pairs ~1e-3 off)
+        with torch.no_grad(), normal_tensors(), autocast_off(device.type):
             pairs = exact_top_pairs([weight_matrix(as_dtype(raw.detach(), dtype), c.dim) for c, raw in members])
             if pairs is None:
                 continue  # a NaN / inf weight: each layer's own read names it (check_finite)

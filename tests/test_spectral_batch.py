@@ -13,7 +13,8 @@ import lipkit as lk
 from lipkit.constraints import spectral_batch
 from lipkit.constraints.spectral import SpectralNormalization
 from lipkit.constraints.spectral_batch import refresh_spectral_pairs, remove_refresh_hook
-from lipkit.norms.linalg import exact_top_pair, exact_top_pairs
+from lipkit.norms.batched_pairs import exact_top_pairs
+from lipkit.norms.linalg import exact_top_pair
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])

@@ -24,7 +24,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from ..norms.linalg import exact_top_pairs
+from ..norms.batched_pairs import exact_top_pairs
 from ..norms.measure import weight_matrix
 from .base import as_dtype, autocast_off, compute_dtype, normal_tensors
 from .spectral import EXACT_SIDE, SpectralNormalization

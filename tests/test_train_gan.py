@@ -94,6 +94,11 @@ def test_presets_carry_the_published_defaults() -> None:
         resolve_config(GanConfig(critic="wgan"))
     with pytest.raises(ValueError, match="lr must be a finite number > 0, got -1"):
         resolve_config(GanConfig(lr=-1.0))
+    # lipnet critics keep AOL convs unless --lipnet-conv says otherwise; a bad kind is named
+    assert resolve_config(GanConfig(data="digits", critic="lipnet")).lipnet_conv == "aol"
+    assert resolve_config(GanConfig(data="digits", critic="lipnet", lipnet_conv="sn-conv")).lipnet_conv == "sn-conv"
+    with pytest.raises(ValueError, match=r"lipnet_conv='orthogonal' is not allowed; choose one of"):
+        resolve_config(GanConfig(critic="lipnet", lipnet_conv="orthogonal"))
 
 
 @pytest.mark.parametrize("data,critic", [("gaussians8", "gp"), ("gaussians8", "sn"), ("digits", "sn-conv"),

@@ -20,7 +20,6 @@ import torch.nn as nn
 from torch.nn.utils import parametrize
 
 from ..where import Where, select
-from . import spectral_batch
 from .base import Constraint, check_finite
 from .options import build_constraint, resolve_options, supported_layers
 from .spectral_batch import add_refresh_hook, remove_refresh_hook
@@ -78,7 +77,6 @@ def constrain(
     built = [(layer, build_constraint(method, name, layer, resolved)) for name, layer in chosen]
     for layer, constraint in built:
         _attach(layer, constraint, mode)
-    spectral_batch.GENERATION[0] += 1  # cached layer lists are stale now
     if method == "spectral" and mode == "reparam":
         add_refresh_hook(model)  # all reshape-SN pairs of one forward in one batch (spectral_batch.py)
     return model
@@ -137,7 +135,6 @@ def unconstrain(model: nn.Module, keep: str = "raw") -> nn.Module:
         if PROJECTIONS in layer._modules and not len(layer._modules[PROJECTIONS]):
             delattr(layer, PROJECTIONS)
         _remove_hook(layer)
-    spectral_batch.GENERATION[0] += 1
     remove_refresh_hook(model)
     return model
 

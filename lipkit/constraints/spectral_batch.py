@@ -7,7 +7,7 @@ of SN's extra step cost there (benchmarks/sn_cost_breakdown.py). lk.constrain(mo
 "spectral") therefore puts this forward pre-hook on `model` itself: when the model is
 called, every one of its reshape-SN layers (operator "reshape", not certified, smaller side
 <= EXACT_SIDE) in training mode whose weight changed since its pair was computed gets its
-pair from ONE zero-padded batch (linalg.exact_top_pairs: one bmm, one batched eigh).
+pair from ONE zero-padded batch (norms/batched_pairs.py: one bmm, one batched eigh).
 
 The pair is the exact top pair of the weight alone, so computing it ahead of the layer's
 read gives the same pair the read would have computed (to rounding): the layer's read then
@@ -29,18 +29,9 @@ from ..norms.measure import weight_matrix
 from .base import as_dtype, autocast_off, compute_dtype, normal_tensors
 from .spectral import EXACT_SIDE, SpectralNormalization
 
-# Bumped by every lk.constrain / lk.unconstrain: a model's cached layer list (_layers) is
-# rebuilt after any of them, so a layer constrained or freed later is never missed or kept.
-GENERATION = [0]
-CACHE = "_lipkit_sn_layers"  # model attribute: (generation, [(constraint, ParametrizationList)])
-
 
 def _layers(model: nn.Module) -> list[tuple[SpectralNormalization, nn.Module]]:
-    """model's batchable reshape-SN constraints with their ParametrizationLists, cached
-    (walking the modules costs ~60 us per forward on a small critic)."""
-    cached = model.__dict__.get(CACHE)
-    if cached is not None and cached[0] == GENERATION[0]:
-        return cached[1]
+    """model's batchable reshape-SN constraints with their ParametrizationLists."""
     found = []
     for layer in model.modules():
         plist = layer._modules.get("parametrizations")
@@ -51,7 +42,6 @@ def _layers(model: nn.Module) -> list[tuple[SpectralNormalization, nn.Module]]:
             rows = c.weight_shape[c.dim]
             if min(rows, math.prod(c.weight_shape) // rows) <= EXACT_SIDE:
                 found.append((c, params))
-    model.__dict__[CACHE] = (GENERATION[0], found)
     return found
 
 
@@ -91,7 +81,6 @@ def add_refresh_hook(model: nn.Module) -> None:
 
 
 def remove_refresh_hook(model: nn.Module) -> None:
-    model.__dict__.pop(CACHE, None)
     for key, hook in list(model._forward_pre_hooks.items()):
         if hook is refresh_spectral_pairs:
             del model._forward_pre_hooks[key]

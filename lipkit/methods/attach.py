@@ -67,7 +67,7 @@ def lipnet(model: nn.Module, hp: Mapping[str, Any]) -> tuple[StepHook, ...]:
     """A gradient-norm-preserving network from any ReLU critic (Anil, Lucas & Grosse 2019):
     activations -> GroupSort(group_size), Linear weights -> Bjorck-orthonormal, convs -> AOL
     or true-norm SN (lipnet_conv). All reparametrizations."""
-    conv_kind = hp.get("lipnet_conv", "aol")
+    conv_kind = hp["lipnet_conv"]
     check_lipnet_conv(conv_kind)
     sort_activations_(model, hp["group_size"])
     constrain(model, "bjorck", where=nn.Linear, iters=hp["bjorck_iters"], order=hp["bjorck_order"])

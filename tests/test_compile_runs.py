@@ -8,6 +8,7 @@ import torch
 from small_runs import metric_rows, tiny_gan
 from torch._dynamo.utils import counters
 
+import lipkit as lk
 from lipkit.train import compiling
 from lipkit.train.classify import fit as fit_clf
 from lipkit.train.clf_config import ClfConfig
@@ -18,11 +19,41 @@ TRAINED = ("loss_critic", "loss_generator", "w1_critic")
 
 @pytest.fixture
 def aot_eager(monkeypatch):
-    """nn.Module.compile with the aot_eager backend: the runs' compile path (dynamo + AOTAutograd)
-    without inductor's C++ build, tens of seconds per cold graph in CI (tests/test_compile.py
-    runs one critic through inductor end to end)."""
-    compile_module = torch.nn.Module.compile
-    monkeypatch.setattr(torch.nn.Module, "compile", lambda self, **kw: compile_module(self, backend="aot_eager"))
+    """The runs' compile path with the aot_eager backend (dynamo + AOTAutograd) without
+    inductor's C++ build, tens of seconds per cold graph in CI (tests/test_compile.py runs one
+    critic through inductor end to end)."""
+    monkeypatch.setattr(compiling, "BACKEND", "aot_eager")
+
+
+def count_calls_per_graph(monkeypatch, name: str) -> list[int]:
+    """--compile's backend swapped for one that runs each dynamo graph as traced and appends,
+    per graph, how many of its calls are to a function whose name contains `name`."""
+    graphs: list[int] = []
+
+    def backend(gm, example_inputs):
+        graphs.append(sum(node.op == "call_function" and name in getattr(node.target, "__name__", "")
+                          for node in gm.graph.nodes))
+        return gm.forward
+
+    monkeypatch.setattr(compiling, "BACKEND", backend)
+    return graphs
+
+
+def test_compile_models_puts_a_whole_sequential_in_one_graph(monkeypatch):
+    """nn.Module.compile() compiles nothing of an nn.Sequential on torch 2.13 (its frames are on
+    dynamo's skip list), so --compile ran eagerly; compile_models must capture every layer,
+    in place: the same state_dict keys and the eager output."""
+    graphs = count_calls_per_graph(monkeypatch, "linear")
+    torch._dynamo.reset()
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(3, 8), torch.nn.ReLU(), torch.nn.Linear(8, 8), torch.nn.ReLU(),
+                                torch.nn.Linear(8, 1))
+    x = torch.randn(5, 3)
+    eager, keys = model(x), list(model.state_dict())
+    compiling.compile_models(model)
+    torch.testing.assert_close(model(x), eager)
+    assert graphs == [3]  # one graph holding all three Linear layers
+    assert list(model.state_dict()) == keys
 
 
 def graphs_compiled(fit, config) -> int:
@@ -78,3 +109,66 @@ def test_bench_times_compiled_modes_beside_eager_ones(aot_eager):
     result = measure(1, [2], 1, 1, 1, ["none", "sn" + COMPILED])
     assert set(result["per_batch"]["2"]) == {"none", "sn [compiled]"}
     assert counters["stats"]["unique_graphs"] > 0  # the compiled row really ran compiled
+
+
+def test_compiled_sn_reads_pairs_refreshed_before_the_graph(monkeypatch):
+    """--compile refreshes spectral normalization's pairs eagerly before each compiled call
+    (spectral_batch.refresh_ahead), so the graph holds no eigh and is traced once; the bound
+    still holds after every update (svdvals) and the losses are the eager ones."""
+    graphs = count_calls_per_graph(monkeypatch, "eigh")
+
+    def train(compiled: bool) -> tuple[torch.Tensor, torch.nn.Module]:
+        torch.manual_seed(0)
+        model = torch.nn.Sequential(torch.nn.Linear(6, 16), torch.nn.ReLU(), torch.nn.Linear(16, 16),
+                                    torch.nn.ReLU(), torch.nn.Linear(16, 130), torch.nn.ReLU(),
+                                    torch.nn.Linear(130, 130))  # 130x130: above EXACT_SIDE, its own refresh
+        lk.constrain(model, "spectral")
+        if compiled:
+            compiling.compile_models(model)
+        opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+        real, fake = torch.randn(2, 8, 6, generator=torch.Generator().manual_seed(1))
+        losses = []
+        for _ in range(10):
+            loss = model(fake).mean() - model(real).mean()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            losses.append(loss.detach())
+            model(real)  # a call after the step: the pairs of the new weights
+            for layer in model[::2]:  # the stored pair, as the graph read it
+                sn, raw = layer.parametrizations.weight[0], layer.parametrizations.weight.original
+                assert not sn.weight_changed(raw)  # refreshed for this update, the big layer too
+                if min(raw.shape) <= 128:  # exact pairs (the 130x130 one is a Krylov estimate, as eagerly)
+                    sigma = (sn.sigma_grad * raw.detach()).sum()  # (reading layer.weight would refresh)
+                    assert torch.linalg.svdvals(raw.detach() / sigma).max() == pytest.approx(1.0, abs=1e-5)
+        return torch.stack(losses), model
+
+    torch._dynamo.reset()
+    eager, _ = train(False)
+    compiled, _ = train(True)
+    torch.testing.assert_close(compiled, eager, rtol=1e-5, atol=1e-6)
+    assert graphs == [0]  # one graph for all 30 calls, with no eigh in it
+
+
+def test_a_copy_of_a_compiled_model_is_its_own_eager_model(aot_eager):
+    """The compiled call belongs to the model it was made for: a deepcopy (the float64 copy of
+    lk.lipschitz_lower_bound) runs its own eager forward, and torch.save of the whole model works."""
+    import copy
+    import io
+
+    torch.manual_seed(0)
+    model = lk.constrain(torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.ReLU(), torch.nn.Linear(4, 1)),
+                         "spectral")
+    compiling.compile_models(model)
+    x = torch.randn(5, 3)
+    out = model(x)
+    twin = copy.deepcopy(model).double()
+    assert twin._compiled_call_impl is None
+    torch.testing.assert_close(twin(x.double()), out.double())  # float64 through its own eager forward
+    assert lk.lipschitz_lower_bound(model.eval(), x, steps=2) > 0
+    plain = torch.nn.Sequential(torch.nn.Linear(3, 1))  # (a parametrized model is saved by state_dict only)
+    compiling.compile_models(plain)
+    buffer = io.BytesIO()
+    torch.save(plain, buffer)
+    buffer.seek(0)
+    assert torch.load(buffer, weights_only=False)._compiled_call_impl is None

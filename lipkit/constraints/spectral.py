@@ -20,7 +20,9 @@ weight's layout as sigma_grad), differentiably, and the step's other reads reuse
 (step_reuse.py); u, v and sigma_grad are rebound at each refresh, never updated in place, so
 a graph that saved them stays valid (pytorch#66363) without cloning them per forward.
 Under torch.compile a training read refreshes the pair every time (the once-per-update test
-compares data pointers, which dynamo cannot trace; the exact pair depends on W alone).
+compares data pointers, which dynamo cannot trace; the exact pair depends on W alone),
+unless the trainers' --compile refreshed every pair eagerly before the compiled call
+(spectral_batch.refresh_ahead): then the graph reads the stored pair, as an eager read does.
 """
 from __future__ import annotations
 
@@ -43,6 +45,21 @@ from .base import (
 
 GRAM_ITER = 6  # Gram squarings for certified=True (fixed: no host sync in training)
 EXACT_SIDE = 128  # a reshaped weight with a side this small gets its exact top pair per update
+_refreshed_ahead = False  # True while a compiled call runs whose pairs were refreshed before it
+
+
+def pairs_refreshed_ahead() -> bool:
+    """Whether every reshape-SN pair of the running compiled call was refreshed eagerly before
+    it (spectral_batch.refresh_ahead). Read while dynamo traces: the graph is specialized on
+    it, under a guard (one graph per value, not a recompile per step)."""
+    return _refreshed_ahead
+
+
+def set_refreshed_ahead(value: bool) -> bool:
+    """Set the flag above; returns its previous value (to restore)."""
+    global _refreshed_ahead
+    saved, _refreshed_ahead = _refreshed_ahead, value
+    return saved
 
 
 class SpectralNormalization(Constraint):
@@ -137,6 +154,8 @@ class SpectralNormalization(Constraint):
     def _current_sigma_grad(self, raw: Tensor, w: Tensor) -> Tensor:
         """u v^T for the weight being read: refreshed once per update in training; an eval read
         of a weight changed since gets a pair of its own (no state change)."""
+        if self.training and torch.compiler.is_compiling() and pairs_refreshed_ahead():
+            return self.sigma_grad  # refreshed eagerly just before this compiled call
         if not self.weight_changed(raw):
             return self.sigma_grad
         matrix = weight_matrix(w.detach(), self.dim)
@@ -145,6 +164,13 @@ class SpectralNormalization(Constraint):
             self.mark_current(raw)
             return self.sigma_grad
         return self.eval_cached(raw, lambda: self._outer(*self._top_pair(matrix)))
+
+    def refresh(self, raw: Tensor) -> None:
+        """Bring the pair up to date for weight `raw` now, eagerly (as a training read would)."""
+        with autocast_off(raw.device.type):
+            matrix = weight_matrix(as_dtype(raw.detach(), compute_dtype(raw.dtype)), self.dim)
+            self.set_vectors(*self._top_pair(matrix))
+        self.mark_current(raw)
 
     def options(self) -> dict:
         return {

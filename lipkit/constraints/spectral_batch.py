@@ -15,11 +15,20 @@ finds its vectors current. Everything else stays as it was: a layer called on it
 weight changed between the hook and the read, a compiled forward, eval mode and certified
 or conv-operator SN refresh at their own read, as before. Fewer than two layers due: left
 to their reads (nothing to batch).
+
+Under torch.compile a read cannot test whether its weight changed (a data pointer is not
+traceable), so a compiled training read refreshes its pair in the graph at every read. The
+trainers' --compile (train/compiling.py) instead calls refresh_ahead(model) eagerly before
+each compiled call: every stale reshape-SN pair of the model is refreshed there (batched as
+above, the rest one by one), and while the compiled call runs, pairs_refreshed_ahead() tells
+its reads (spectral.py) that their stored pairs are current, so the graph only computes the
+map. A model compiled any other way keeps the in-graph refresh.
 """
 from __future__ import annotations
 
 import math
-from typing import Any
+from contextlib import contextmanager
+from typing import Any, Iterator
 
 import torch
 import torch.nn as nn
@@ -27,43 +36,43 @@ import torch.nn as nn
 from ..norms.batched_pairs import exact_top_pairs
 from ..norms.measure import weight_matrix
 from .base import as_dtype, autocast_off, compute_dtype, normal_tensors
-from .spectral import EXACT_SIDE, SpectralNormalization
+from .spectral import EXACT_SIDE, SpectralNormalization, set_refreshed_ahead
 
 
-def _layers(model: nn.Module) -> list[tuple[SpectralNormalization, nn.Module]]:
-    """model's batchable reshape-SN constraints with their ParametrizationLists."""
+def _spectral(model: nn.Module) -> list[tuple[SpectralNormalization, nn.Module | None]]:
+    """Every uncertified reshape-SN constraint of `model` with its ParametrizationList, or None
+    where it is not the weight's only map (its input is then not `original`, the tensor a
+    refresh ahead of the read reads)."""
     found = []
     for layer in model.modules():
         plist = layer._modules.get("parametrizations")
-        params = plist._modules.get("weight") if plist is not None else None
-        # SN alone on the weight: its input is then `original`, the tensor the batch reads
-        c = params._modules["0"] if params is not None and len(params._modules) == 1 else None
-        if type(c) is SpectralNormalization and not c.certified:
-            rows = c.weight_shape[c.dim]
-            if min(rows, math.prod(c.weight_shape) // rows) <= EXACT_SIDE:
-                found.append((c, params))
+        for params in (plist._modules.values() if plist is not None else ()):
+            for c in params._modules.values():
+                if type(c) is SpectralNormalization and not c.certified:
+                    found.append((c, params if len(params._modules) == 1 else None))
     return found
 
 
-def _due(model: nn.Module) -> list[tuple[SpectralNormalization, torch.Tensor]]:
-    """(constraint, raw weight) of every batchable layer in training mode whose pair is stale."""
-    return [(c, params.original) for c, params in _layers(model)
-            if c.training and c.weight_changed(params.original)]
+def _batchable(c: SpectralNormalization) -> bool:
+    rows = c.weight_shape[c.dim]
+    return min(rows, math.prod(c.weight_shape) // rows) <= EXACT_SIDE
 
 
-def refresh_spectral_pairs(model: nn.Module, args: Any = None) -> None:
-    """Forward pre-hook: the stale exact pairs of `model`'s reshape-SN layers, batched."""
-    if torch.compiler.is_compiling():
-        return
-    due = _due(model)
-    if len(due) < 2:
-        return
+def _due(found: list[tuple[SpectralNormalization, nn.Module | None]]) -> list[tuple[SpectralNormalization, torch.Tensor]]:
+    """(constraint, raw weight) of every sole-map layer in training mode whose pair is stale."""
+    return [(c, params.original) for c, params in found
+            if params is not None and c.training and c.weight_changed(params.original)]
+
+
+def _refresh_batched(due: list[tuple[SpectralNormalization, torch.Tensor]]) -> None:
+    """The exact pairs of the batchable layers of `due`, one batch per dtype and device."""
     groups: dict[tuple, list] = {}
     for c, raw in due:
-        groups.setdefault((compute_dtype(raw.dtype), raw.device), []).append((c, raw))
+        if _batchable(c):
+            groups.setdefault((compute_dtype(raw.dtype), raw.device), []).append((c, raw))
     for (dtype, device), members in groups.items():
         if len(members) < 2:
-            continue
+            continue  # nothing to batch: left to the layer's own refresh
         # full precision as the per-layer refresh (a bf16 Gram under autocast gave pairs ~1e-3 off)
         with torch.no_grad(), normal_tensors(), autocast_off(device.type):
             pairs = exact_top_pairs([weight_matrix(as_dtype(raw.detach(), dtype), c.dim) for c, raw in members])
@@ -72,6 +81,33 @@ def refresh_spectral_pairs(model: nn.Module, args: Any = None) -> None:
             for (c, raw), (u, v) in zip(members, pairs):
                 c.set_vectors(u, v)
                 c.mark_current(raw)
+
+
+def refresh_spectral_pairs(model: nn.Module, args: Any = None) -> None:
+    """Forward pre-hook: the stale exact pairs of `model`'s reshape-SN layers, batched."""
+    if torch.compiler.is_compiling():
+        return
+    _refresh_batched(_due(_spectral(model)))
+
+
+@contextmanager
+def refresh_ahead(model: nn.Module) -> Iterator[None]:
+    """Refresh every stale reshape-SN pair of `model` eagerly, then run the body (a compiled
+    call of `model`) with pairs_refreshed_ahead() True."""
+    found = _spectral(model)
+    if any(params is None for _, params in found):  # an SN after another map: refreshes in the graph
+        yield
+        return
+    due = _due(found)
+    _refresh_batched(due)  # the small matrices in one batch
+    for c, raw in due:  # the rest (big, or alone): each its own refresh
+        if c.weight_changed(raw):
+            c.refresh(raw)
+    saved = set_refreshed_ahead(True)
+    try:
+        yield
+    finally:
+        set_refreshed_ahead(saved)
 
 
 def add_refresh_hook(model: nn.Module) -> None:

@@ -27,6 +27,7 @@ import torch.nn as nn
 from ..methods import AppliedMethod, apply_method, get_method, method_names
 from ..models.examples import dcgan_critic
 from ..train import gan
+from ..train.compiling import compile_in_place
 from ..train.precision import Precision, check_precision
 from ..train.presets import make_optimizer, preset_defaults
 
@@ -56,14 +57,14 @@ def compilable(mode: str) -> bool:
 def build(mode: str, width: int, device: str, real: torch.Tensor) -> tuple[nn.Module, AppliedMethod]:
     """The benchmark critic on `device`, constrained as critic method `mode` says with its
     published hyperparameters (seed 0: every mode starts from the same weights); a mode named
-    `<method> [compiled]` gets the critic compiled in place (nn.Module.compile)."""
+    `<method> [compiled]` gets the critic compiled in place (train-gan's --compile)."""
     name = mode.removesuffix(COMPILED)
     critic = dcgan_critic(width=width).to(device)
     method = apply_method(critic, name, preset_defaults(name, toy=False), "critic")
     with torch.no_grad():
         critic(real[:1])  # shapes the conv operator learns from a first forward: not a step's cost
     if mode != name:
-        critic.compile()  # the first (warm-up) steps pay the compile
+        compile_in_place(critic)  # as train-gan --compile; the first (warm-up) steps pay the compile
     return critic, method
 
 

@@ -1,7 +1,7 @@
 """--compile: torch.compile a run's models in place (issue 12), or say in one line why not.
 
-Each model is compiled with nn.Module.compile(), in place, so its state_dict keys, its
-checkpoints and `--resume` are those of an eager run (and --compile may change on resume).
+Each model is compiled in place (compile_in_place), so its state_dict keys, its checkpoints
+and `--resume` are those of an eager run (and --compile may change on resume).
 What breaks the graph inside a model constrained by lipkit is documented in the README
 (tests/test_compile.py counts it): nothing for sn and lipnet's maps, one eager call per layer
 for sn-conv and certified SN. The first steps pay the compile; later ones reuse it.
@@ -19,6 +19,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
+from ..constraints.spectral_batch import refresh_ahead
 from ..methods import AppliedMethod
 
 
@@ -46,7 +47,44 @@ def probe_compiler(device: torch.device) -> None:
                          f"({type(err).__name__}: {first}); run without --compile") from None
 
 
+BACKEND = "inductor"  # torch.compile's default; tests swap in aot_eager (no C++ build)
+
+
+def compile_in_place(model: nn.Module) -> None:
+    """torch.compile `model`'s calls, in place (state_dict, hooks and attributes unchanged).
+
+    Not nn.Module.compile(): that hands dynamo Module._call_impl itself, whose file is on
+    dynamo's skip list, so for a model whose class lives in torch.nn (nn.Sequential, every
+    lipkit critic) the top frame is skipped and nothing is compiled but the user code inside
+    it, frame by frame (torch 2.13; pytorch#150915): lipnet's weight maps compiled one per
+    weight shape until dynamo's recompile limit, and the plain critic not at all. A function
+    of this file that calls _call_impl is a frame dynamo traces, and it inlines the rest."""
+
+    def call(*args, **kwargs):
+        return model._call_impl(*args, **kwargs)
+
+    model._compiled_call_impl = CompiledCall(model, torch.compile(call, backend=BACKEND))
+
+
+class CompiledCall:
+    """What a model compiled in place runs instead of its eager call.
+
+    Before the graph, spectral normalization's stale pairs are refreshed eagerly, once per
+    update, so the graph does not redo them at every read (spectral_batch.refresh_ahead).
+    It is kept where nn.Module.compile keeps its own, `_compiled_call_impl`, which torch's
+    Module.__getstate__ drops: a copy or a pickle of the model is an eager model of its own
+    (lk.lipschitz_lower_bound deep-copies a model to float64; the copy must not run the
+    original's float32 graph)."""
+
+    def __init__(self, model: nn.Module, compiled) -> None:
+        self.model, self.compiled = model, compiled
+
+    def __call__(self, *args, **kwargs):
+        with refresh_ahead(self.model):
+            return self.compiled(*args, **kwargs)
+
+
 def compile_models(*models: nn.Module) -> None:
     """torch.compile each model in place (forward only; state_dict unchanged)."""
     for model in models:
-        model.compile()
+        compile_in_place(model)

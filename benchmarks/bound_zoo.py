@@ -15,7 +15,11 @@ inputs with cumulative averaging (momentum None), so the running statistics are 
 real activations (per-channel variances spread over orders of magnitude, as in a trained
 network); weights stay random.
 
-    OMP_NUM_THREADS=1 python benchmarks/bound_zoo.py [--shape 3,32,32] [--calibrate-bn 8] [--out results/bound_zoo_cpu.md]
+lipkit's own trained models join the table as run folders (--runs, input shape --run-shape), read
+the way `lipkit bound RUN` reads them.
+
+    OMP_NUM_THREADS=1 python benchmarks/bound_zoo.py [--shape 3,32,32] [--calibrate-bn 8] [--runs RUN ...] \\
+        [--out results/bound_zoo_cpu.md]
 """
 from __future__ import annotations
 
@@ -28,6 +32,7 @@ from pathlib import Path
 import torch
 
 import lipkit as lk
+from lipkit.cli.bound import load_model
 
 MODELS = ("resnet18", "resnet50", "mobilenet_v2", "densenet121", "squeezenet1_0", "shufflenet_v2_x0_5",
           "efficientnet_b0", "mobilenet_v3_small", "regnet_y_400mf")
@@ -52,6 +57,11 @@ def measure(models, name: str, shape: tuple[int, ...], calibrate: int) -> str:
     model = getattr(models, name)().eval()
     if calibrate:
         calibrate_batchnorm(model, shape, calibrate)
+    return measure_model(model, name, shape)
+
+
+def measure_model(model: torch.nn.Module, name: str, shape: tuple[int, ...]) -> str:
+    """One table row: product and merged certified bounds, empirical lower bound, seconds."""
     uppers = []
     for merge in (False, True):
         began = time.perf_counter()
@@ -73,9 +83,12 @@ def measure(models, name: str, shape: tuple[int, ...], calibrate: int) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--shape", default="3,32,32")
-    parser.add_argument("--models", nargs="+", default=list(MODELS))
+    parser.add_argument("--models", nargs="*", default=list(MODELS), help="torchvision models (none: --runs only)")
     parser.add_argument("--calibrate-bn", type=int, default=0, metavar="N",
                         help="N train-mode batches to set BatchNorm running statistics first (0: as built)")
+    parser.add_argument("--runs", nargs="*", default=[], metavar="RUN",
+                        help="also lipkit train-clf / train-gan run folders (their trained models, as `lipkit bound`)")
+    parser.add_argument("--run-shape", default="1,28,28", help="input shape of the --runs models (default 1,28,28)")
     parser.add_argument("--out", help="also write the table (markdown) here")
     args = parser.parse_args()
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
@@ -93,6 +106,11 @@ def main() -> None:
     print("\n".join(lines), flush=True)
     for name in args.models:
         lines.append(measure(models, name, shape, args.calibrate_bn))
+        print(lines[-1], flush=True)
+    run_shape = tuple(int(s) for s in args.run_shape.split(","))
+    for run in args.runs:  # trained, so BatchNorm statistics (if any) are the run's own
+        torch.manual_seed(0)
+        lines.append(measure_model(load_model(run).eval(), f"lipkit run {run}", run_shape))
         print(lines[-1], flush=True)
     if args.out:
         Path(args.out).write_text("\n".join(lines) + "\n")

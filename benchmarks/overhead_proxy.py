@@ -17,11 +17,12 @@ torch.nn.utils.parametrize on every conv and linear, as lk.constrain registers i
 (DESIGN.md: use parametrize): what any reparametrization costs on this proxy before its map
 does any work, i.e. the lowest ratio a parametrized SN can reach here.
 
-Rows marked [compiled] time the same step with the critic compiled in place (nn.Module.compile,
-as train-gan --compile; the optimizer step stays eager); gp and sn+gp have no compiled row:
-their penalty differentiates a gradient, which torch.compile cannot do. A compiled row's ratio
-is to the compiled plain step. Under compile lipkit keeps no value between reads (step_reuse.py)
-and SN refreshes its pair at every read, so its two columns measure the same thing.
+Rows marked [compiled] time the same step with the critic compiled in place as train-gan
+--compile does (lipkit/train/compiling.py; the optimizer step stays eager); gp and sn+gp have
+no compiled row: their penalty differentiates a gradient, which torch.compile cannot do. A
+compiled row's ratio is to the compiled plain step. Under compile lipkit keeps no value between
+reads (step_reuse.py) and SN's pairs are refreshed once per update before the graph, so a
+compiled row's two columns measure the same thing.
 
     OMP_NUM_THREADS=1 python benchmarks/overhead_proxy.py --out benchmarks/results/overhead_proxy_cpu.md
 """
@@ -65,7 +66,8 @@ def make(mode: str, real: torch.Tensor, fake: torch.Tensor):
     """The step closure of `mode` (floor: the plain step's method on the parametrized critic)."""
     name = mode.removesuffix(COMPILED)
     if name == FLOOR:
-        return make_step("none" + mode[len(name):], build_floor(real, mode != name), real, fake)
+        suffix = mode[len(name):]  # "" or COMPILED
+        return make_step("none" + suffix, build_floor(real, bool(suffix)), real, fake)
     return make_step(mode, build(mode, WIDTH, "cpu", real), real, fake)
 
 

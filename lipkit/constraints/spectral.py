@@ -158,15 +158,15 @@ class SpectralNormalization(Constraint):
             return self.sigma_grad  # refreshed eagerly just before this compiled call
         if not self.weight_changed(raw):
             return self.sigma_grad
-        matrix = weight_matrix(w.detach(), self.dim)
         if self.training:
-            self.set_vectors(*self._top_pair(matrix))
-            self.mark_current(raw)
+            self.refresh(raw)
             return self.sigma_grad
+        matrix = weight_matrix(w.detach(), self.dim)
         return self.eval_cached(raw, lambda: self._outer(*self._top_pair(matrix)))
 
     def refresh(self, raw: Tensor) -> None:
-        """Bring the pair up to date for weight `raw` now, eagerly (as a training read would)."""
+        """Bring the pair up to date for weight `raw` (a training read of a changed weight, and
+        spectral_batch.refresh_ahead before a compiled call)."""
         with autocast_off(raw.device.type):
             matrix = weight_matrix(as_dtype(raw.detach(), compute_dtype(raw.dtype)), self.dim)
             self.set_vectors(*self._top_pair(matrix))

@@ -8,7 +8,7 @@ certified=False (default): sigma = <u, conv_W(v)> for a top singular pair (u, v)
 once per weight update by Rayleigh-Ritz on a block Krylov space (norms/krylov.py) that
 holds the previous v, the next Ritz vectors of the previous refresh (runners-up: an update
 can swap nearly equal top modes) and the top modes of the conv's frequency symbol
-(norms/conv_modes.py).
+(norms/conv_modes.py; conv_refresh.py).
 Plain power iteration (one step per update, SN-GAN's scheme) is NOT enough here: a conv's
 top spectrum is dense and a step can move the top to another frequency, and the true norm
 then ran 38% above the bound (issue 11; benchmarks/sn_conv_lag.py). The estimate is from
@@ -30,9 +30,8 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
-from ..norms.conv_modes import mode_grid, mode_vectors, rank_modes
+from ..norms.conv_modes import mode_grid
 from ..norms.conv_symbol import bound_matrices, bound_pieces
-from ..norms.krylov import krylov_top_pair
 from ..norms.linalg import gram_iteration_bound, start_vector
 from ..norms.operators import ConvGeometry
 from ..norms.power_state import WARMUP_TOL
@@ -41,22 +40,14 @@ from .base import (
     as_dtype,
     autocast_off,
     cached_homogeneous,
-    check_finite,
     compute_dtype,
     normal_tensors,
     normalize_by,
     raw_tensor,
 )
+from .conv_refresh import full_refresh
 from .spectral import GRAM_ITER
 
-MODE_COUNT = 3  # symbol frequencies whose top modes join every refresh (measured: 2 left groups2 3e-3 over)
-# The next Ritz vectors after v, carried to the next refresh beside it: when the top is one of
-# several nearly equal modes (reflect / replicate padding's corner modes, Conv3d's many close
-# frequencies) an update can swap them, and the new top is then already in the space. Measured
-# over 5 seeds x 12 geometries: none 2e-3..4e-3 over the bound (reflect, replicate, Conv3d),
-# 2 carried 2.5e-3, 4 carried 2.0e-3 (one replicate seed), 6 carried <= 2.5e-5 everywhere
-# (with MODE_COUNT 3; bigger layers at 16x16 <= 7e-6).
-RUNNERS_UP = 6
 # Refresh state beyond u, v, saved with them, and its empty shape (nothing carried yet); a
 # checkpoint from before one existed still loads
 CARRIED = {"freq_vectors": (0, 0, 2), "runner_vectors": (0,)}
@@ -201,26 +192,19 @@ class ConvSpectralNormalization(Constraint):
             (grad,) = torch.autograd.grad((u[None] * self.geometry.forward(v[None], w)).sum(), w)
         return grad
 
+    def _carried(self, w: Tensor) -> list[Tensor]:
+        """The stored v and runner vectors, as start blocks for a refresh of weight w."""
+        carried = [as_dtype(self.v, w.dtype)[None]]
+        if self.runner_vectors.numel():
+            carried.append(as_dtype(self.runner_vectors, w.dtype))
+        return carried
+
     def _top_pair(self, w: Tensor, depth: int) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-        """(sigma, u, v, freq_vectors, runner_vectors) for weight w: Rayleigh-Ritz over the
-        stored v and runner_vectors, the symbol's top modes (ranked from the stored
-        freq_vectors) and depth Krylov blocks. No state change: the caller keeps or drops
-        the results."""
-        geometry, shape = self.geometry, self._shape
-        check_finite(w)
-        with normal_tensors(), torch.no_grad():  # new vectors: normal tensors
-            start = torch.view_as_complex(self.freq_vectors.contiguous()) if self.freq_vectors.numel() else None
-            freqs, amps, freq_vectors = rank_modes(geometry, w, self._grid, MODE_COUNT, start)
-            modes = mode_vectors(self._grid, freqs, amps, w.dtype)
-            if geometry.transposed:  # the modes live in the layer's output space
-                modes = geometry.adjoint(modes, w, shape)
-            carried = [as_dtype(self.v, w.dtype)[None]]
-            if self.runner_vectors.numel():
-                carried.append(as_dtype(self.runner_vectors, w.dtype))
-            sigma, u, v, runners = krylov_top_pair(
-                lambda x: geometry.forward(x, w), lambda y: geometry.adjoint(y, w, shape),
-                torch.cat([*carried, modes]), depth, RUNNERS_UP,
-            )
+        """(sigma, u, v, freq_vectors, runner_vectors) for weight w by a full refresh
+        (conv_refresh.py). No state change: the caller keeps or drops the results."""
+        start = torch.view_as_complex(self.freq_vectors.contiguous()) if self.freq_vectors.numel() else None
+        sigma, u, v, runners, freq_vectors = full_refresh(
+            self.geometry, self._shape, self._grid, w, self._carried(w), start, depth)
         freq_vectors = torch.view_as_real(freq_vectors).to(self.freq_vectors.dtype)
         return sigma, u, v, freq_vectors, as_dtype(runners, self.runner_vectors.dtype)
 

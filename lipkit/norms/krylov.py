@@ -54,8 +54,8 @@ def krylov_top_pair(
     # zero columns (a mask, not a selection: no host sync, no data-dependent shapes).
     keep = weights > RANK_TOL * weights[-1]
     whiten = vectors * (keep / weights.clamp_min(RANK_TOL * weights[-1]).sqrt())
-    a_white = whiten.T @ a_basis
-    _, ritz = torch.linalg.eigh(a_white @ a_white.T)
+    # The whitened map's Gram from the images' Gram: one product over the output space
+    _, ritz = torch.linalg.eigh(whiten.T @ (a_basis @ a_basis.T) @ whiten)
     c = whiten @ ritz[:, -1]
     v = c @ basis
     av = c @ a_basis

@@ -1,0 +1,61 @@
+"""How operator="conv" spectral normalization finds the conv's top singular pair after an update.
+
+Rayleigh-Ritz (norms/krylov.py) over a block Krylov space started from
+- the carried vectors: v and the next RUNNERS_UP Ritz vectors of the previous refresh (an
+  update can swap nearly equal top modes; the new top is then already in the space), and
+- the top modes of the conv's frequency symbol (norms/conv_modes.py): a step can move the top
+  to another frequency, which a space grown from the carried vectors (a conv is local) does
+  not reach.
+Every update gets the whole refresh. Cheaper schedules let the true norm exceed
+bound * (1 + 1e-3) at some training step (benchmarks/conv_refresh_schedules.py, 40 Adam steps
+at lr 1e-3, the contract test's geometries, seeds 0-1; results/conv_refresh_schedules_cpu.md):
+the carried vectors alone with one Krylov block between full refreshes every 4th update
+(0.41x the cost): up to 11% over (Conv2d 3 -> 16 at 16x16); with three blocks (0.53x): 7.7%
+(circular padding); the symbol's modes every update at Krylov depth 1 (0.58x): 2.9%
+(replicate padding).
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from ..norms.conv_modes import ModeGrid, mode_vectors, rank_modes
+from ..norms.krylov import krylov_top_pair
+from ..norms.operators import ConvGeometry
+from .base import as_dtype, check_finite, normal_tensors
+
+# Symbol frequencies whose top modes join every refresh. Measured (benchmarks/
+# conv_refresh_schedules.py plus Conv2d 3 -> 16 at 16x16, 60 steps, seeds 0-2, every step's
+# weight): 3 let that layer reach 1.7e-3 over its bound (its zero-padded top mode came from a
+# lower-ranked circular frequency; the contract test once checked only the end of training),
+# 4 with one more Krylov block 8.5e-4, 6 <= 3.8e-4 on all 15 geometries. (Earlier: 2 left
+# groups=2 3e-3 over.) Ranking the 12 top frequencies by their waves' gain on the layer and
+# keeping 3 did not help (1.5e-3).
+MODE_COUNT = 6
+# Carried Ritz vectors beside v, measured over 5 seeds x 12 geometries: none 2e-3..4e-3 over
+# the bound (reflect, replicate, Conv3d), 2 carried 2.5e-3, 4 carried 2.0e-3 (one replicate
+# seed), 6 carried <= 2.5e-5 everywhere (with MODE_COUNT 3; bigger layers at 16x16 <= 7e-6).
+RUNNERS_UP = 6
+# Plane waves beside the windowed ones for zero padding too (other paddings always get them):
+# measured a little better (worst 3.8e-4 against 4.6e-4, the sweep above) at ~1.6x the cost.
+PLAIN_WAVES = False
+
+
+def full_refresh(
+    geometry: ConvGeometry, shape: tuple[int, ...], grid: ModeGrid, w: Tensor, carried: list[Tensor],
+    freq_vectors: Tensor | None, depth: int,
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """(sigma, u, v, runners, freq_vectors) for weight w by Rayleigh-Ritz over `carried`
+    (input-shaped blocks), the symbol's top modes (ranked from `freq_vectors`, complex, or
+    from scratch when None) and depth Krylov blocks."""
+    check_finite(w)
+    with normal_tensors(), torch.no_grad():  # new vectors: normal tensors
+        freqs, amps, freq_vectors = rank_modes(geometry, w, grid, MODE_COUNT, freq_vectors)
+        modes = mode_vectors(grid, freqs, amps, w.dtype, plain=PLAIN_WAVES or geometry.padding_mode != "zeros")
+        if geometry.transposed:  # the modes live in the layer's output space
+            modes = geometry.adjoint(modes, w, shape)
+        sigma, u, v, runners = krylov_top_pair(
+            lambda x: geometry.forward(x, w), lambda y: geometry.adjoint(y, w, shape),
+            torch.cat([*carried, modes]), depth, RUNNERS_UP,
+        )
+    return sigma, u, v, as_dtype(runners, w.dtype), freq_vectors

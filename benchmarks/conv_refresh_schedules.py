@@ -1,7 +1,8 @@
 """Can operator="conv" spectral normalization refresh less than fully at every update? (issue 11)
 
-The library refreshes fully after every update (lipkit/constraints/conv_refresh.py: carried
-vectors + the symbol's top modes, Krylov depth n_iter + 2). Cheaper schedules are run here on
+The library refreshes fully after every update, in UPDATE_ROUNDS rounds (lipkit/constraints/
+conv_refresh.py: carried vectors + the symbol's top modes, Krylov depth n_iter + 2); the light
+schedules below replace the whole update's refresh. Cheaper schedules are run here on
 the contract test's geometries (tests/test_conv_sn_contract.py: the same small critic, Adam lr
 1e-3, betas (0, 0.9), WGAN loss) and the TRUE norm of the weight each next forward uses is
 measured after every step (dense Jacobian): the worst norm / bound - 1 over steps and seeds
@@ -58,11 +59,11 @@ def apply_schedule(c: ConvSpectralNormalization, schedule: str, clock: list[floa
     light_depth, every, full_depth = SCHEDULES[schedule]
     full, count = c._refresh, [0]
 
-    def refresh(w: torch.Tensor, depth: int) -> torch.Tensor:
+    def refresh(w: torch.Tensor, depth: int, rounds: int = 1) -> torch.Tensor:
         start = time.perf_counter()
         light = light_depth is not None and count[0] % every != 0
         count[0] += 1
-        sigma = light_refresh(c, w, light_depth) if light else full(w, full_depth or depth)
+        sigma = light_refresh(c, w, light_depth) if light else full(w, full_depth or depth, rounds)
         clock.append(time.perf_counter() - start)
         return sigma
 

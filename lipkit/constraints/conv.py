@@ -45,7 +45,7 @@ from .base import (
     normalize_by,
     raw_tensor,
 )
-from .conv_refresh import full_refresh
+from .conv_refresh import UPDATE_ROUNDS, full_refresh
 from .spectral import GRAM_ITER
 
 # Refresh state beyond u, v, saved with them, and its empty shape (nothing carried yet); a
@@ -199,18 +199,22 @@ class ConvSpectralNormalization(Constraint):
             carried.append(as_dtype(self.runner_vectors, w.dtype))
         return carried
 
-    def _top_pair(self, w: Tensor, depth: int) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-        """(sigma, u, v, freq_vectors, runner_vectors) for weight w by a full refresh
-        (conv_refresh.py). No state change: the caller keeps or drops the results."""
-        start = torch.view_as_complex(self.freq_vectors.contiguous()) if self.freq_vectors.numel() else None
-        sigma, u, v, runners, freq_vectors = full_refresh(
-            self.geometry, self._shape, self._grid, w, self._carried(w), start, depth)
+    def _top_pair(self, w: Tensor, depth: int, rounds: int = 1) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+        """(sigma, u, v, freq_vectors, runner_vectors) for weight w by `rounds` full refreshes
+        (conv_refresh.py), each started from the vectors of the one before. No state change:
+        the caller keeps or drops the results."""
+        freq_vectors = torch.view_as_complex(self.freq_vectors.contiguous()) if self.freq_vectors.numel() else None
+        carried = self._carried(w)
+        for _ in range(rounds):
+            sigma, u, v, runners, freq_vectors = full_refresh(
+                self.geometry, self._shape, self._grid, w, carried, freq_vectors, depth)
+            carried = [v[None], runners]
         freq_vectors = torch.view_as_real(freq_vectors).to(self.freq_vectors.dtype)
         return sigma, u, v, freq_vectors, as_dtype(runners, self.runner_vectors.dtype)
 
-    def _refresh(self, w: Tensor, depth: int) -> Tensor:
+    def _refresh(self, w: Tensor, depth: int, rounds: int = 1) -> Tensor:
         """Bring u, v and freq_vectors up to date for weight w (rebinding them); returns sigma."""
-        sigma, u, v, self.freq_vectors, self.runner_vectors = self._top_pair(w, depth)
+        sigma, u, v, self.freq_vectors, self.runner_vectors = self._top_pair(w, depth, rounds)
         self.set_vectors(u, v)
         return sigma
 
@@ -223,11 +227,11 @@ class ConvSpectralNormalization(Constraint):
         if not self.weight_changed(raw):
             return self.sigma_grad
         if self.training:
-            self._refresh(w.detach(), self.depth)
+            self._refresh(w.detach(), self.depth, UPDATE_ROUNDS)
             self.sigma_grad = self._sigma_grad(self.u, self.v)
             self.mark_current(raw)
             return self.sigma_grad
-        return self.eval_cached(raw, lambda: self._sigma_grad(*self._top_pair(w.detach(), self.depth)[1:3]))
+        return self.eval_cached(raw, lambda: self._sigma_grad(*self._top_pair(w.detach(), self.depth, UPDATE_ROUNDS)[1:3]))
 
     def constrained(self, raw: Tensor) -> Tensor:
         if self._shape is None:

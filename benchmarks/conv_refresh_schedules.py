@@ -22,16 +22,14 @@ import time
 from pathlib import Path
 
 import torch
-import torch.nn as nn
 
-import lipkit as lk
 from lipkit.constraints.base import normal_tensors
 from lipkit.constraints.conv import ConvSpectralNormalization
 from lipkit.constraints.conv_refresh import RUNNERS_UP
 from lipkit.norms.krylov import krylov_top_pair
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from test_conv_sn_contract import DENSE_SPECTRUM, GEOMETRIES, training_norm  # noqa: E402  (the contract's own)
+from test_conv_sn_contract import DENSE_SPECTRUM, GEOMETRIES, train_and_measure  # noqa: E402  (the contract's own)
 
 GEOMETRIES = {**GEOMETRIES, **DENSE_SPECTRUM}
 
@@ -71,27 +69,13 @@ def apply_schedule(c: ConvSpectralNormalization, schedule: str, clock: list[floa
 
 
 def worst_excess(name: str, schedule: str, seed: int, steps: int) -> tuple[float, list[float]]:
-    factory, shape = GEOMETRIES[name]
-    torch.manual_seed(seed)
-    layer = factory()
-    probe = layer(torch.zeros(1, *shape))
-    critic = nn.Sequential(layer, nn.LeakyReLU(0.2), nn.Flatten(), nn.Linear(probe[0].numel(), 1))
-    lk.constrain(critic, "spectral", where=type(layer), operator="conv")
-    gen = torch.Generator().manual_seed(seed)
-    real = torch.randn(32, *shape, generator=gen) * 0.5 + 1.0
-    critic(real[:2])  # the input shape and the warm-up
+    """(worst norm / bound - 1 over the steps, seconds of each refresh): the contract test's
+    training with the schedule swapped in after the warm-up."""
     clock: list[float] = []
-    apply_schedule(layer.parametrizations.weight[0], schedule, clock)
-    opt = torch.optim.Adam(critic.parameters(), lr=1e-3, betas=(0.0, 0.9))
-    worst = 0.0
-    for _ in range(steps):
-        fake = torch.randn(32, *shape, generator=gen)
-        loss = critic(fake).mean() - critic(real).mean()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        worst = max(worst, training_norm(layer, shape, "conv") - 1)
-    return worst, clock
+    _, during, _ = train_and_measure(
+        name, "conv", 1.0, seed, steps,
+        prepare=lambda layer: apply_schedule(layer.parametrizations.weight[0], schedule, clock))
+    return max(during - 1, 0.0), clock
 
 
 def main() -> None:
@@ -111,7 +95,8 @@ def main() -> None:
             worst = 0.0
             for seed in seeds:
                 excess, clock = worst_excess(name, schedule, seed, args.steps)
-                worst, _ = max(worst, excess), times[schedule].extend(clock)
+                worst = max(worst, excess)
+                times[schedule].extend(clock)
             cells.append(f"**{worst:.1e}**" if worst > 1e-3 else f"{worst:.1e}")
         print(f"| {name} | " + " | ".join(cells) + " |", flush=True)
     full = sum(times["full"]) / max(1, len(times["full"])) if "full" in times else None

@@ -12,6 +12,8 @@ end would not see a refresh that lags between updates.
 """
 from __future__ import annotations
 
+from typing import Callable
+
 import pytest
 import torch
 import torch.nn as nn
@@ -74,10 +76,12 @@ def training_norm(layer: nn.Module, shape: tuple[int, ...], operator: str) -> fl
 
 
 def train_and_measure(
-    name: str, variant: str, bound: float, seed: int = 0, steps: int = STEPS
+    name: str, variant: str, bound: float, seed: int = 0, steps: int = STEPS,
+    prepare: Callable[[nn.Module], None] | None = None,
 ) -> tuple[float, float, float]:
     """(norm / bound) right after registration, the largest over the STEPS Adam steps (the
-    weight each next forward uses) and after training (the exported layer)."""
+    weight each next forward uses) and after training (the exported layer). `prepare(layer)`
+    runs after the first forward (benchmarks/conv_refresh_schedules.py swaps the refresh there)."""
     factory, shape = {**GEOMETRIES, **DENSE_SPECTRUM, **JUMPING_TOP}[name]
     torch.manual_seed(seed)
     layer = factory()
@@ -88,6 +92,8 @@ def train_and_measure(
     gen = torch.Generator().manual_seed(seed)
     real = torch.randn(32, *shape, generator=gen) * 0.5 + 1.0
     critic(real[:2])  # the conv operator learns its input shape
+    if prepare is not None:
+        prepare(layer)
     before = layer_norm(lk.export(critic)[0], shape, options["operator"]) / bound
     opt = torch.optim.Adam(critic.parameters(), lr=1e-3, betas=(0.0, 0.9))
     during = 0.0

@@ -1,7 +1,7 @@
 """Can operator="conv" spectral normalization refresh less than fully at every update? (issue 11)
 
-The library refreshes fully after every update, in UPDATE_ROUNDS rounds (lipkit/constraints/
-conv_refresh.py: carried vectors + the symbol's top modes, Krylov depth n_iter + 2); the light
+The library refreshes fully after every update (lipkit/constraints/conv_refresh.py: carried
+vectors + the symbol's top modes, Krylov depth n_iter + 2, then a deeper restart); the light
 schedules below replace the whole update's refresh. Cheaper schedules are run here on
 the contract test's geometries (tests/test_conv_sn_contract.py: the same small critic, Adam lr
 1e-3, betas (0, 0.9), WGAN loss) and the TRUE norm of the weight each next forward uses is

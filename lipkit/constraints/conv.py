@@ -45,7 +45,7 @@ from .base import (
     normalize_by,
     raw_tensor,
 )
-from .conv_refresh import UPDATE_ROUNDS, full_refresh
+from .conv_refresh import UPDATE_ROUNDS, full_refresh, restart_refresh
 from .spectral import GRAM_ITER
 
 # Refresh state beyond u, v, saved with them, and its empty shape (nothing carried yet); a
@@ -200,15 +200,14 @@ class ConvSpectralNormalization(Constraint):
         return carried
 
     def _top_pair(self, w: Tensor, depth: int, rounds: int = 1) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-        """(sigma, u, v, freq_vectors, runner_vectors) for weight w by `rounds` full refreshes
-        (conv_refresh.py), each started from the vectors of the one before. No state change:
+        """(sigma, u, v, freq_vectors, runner_vectors) for weight w by a full refresh and
+        rounds - 1 thick restarts from its vectors (conv_refresh.py). No state change:
         the caller keeps or drops the results."""
         freq_vectors = torch.view_as_complex(self.freq_vectors.contiguous()) if self.freq_vectors.numel() else None
-        carried = self._carried(w)
-        for _ in range(rounds):
-            sigma, u, v, runners, freq_vectors = full_refresh(
-                self.geometry, self._shape, self._grid, w, carried, freq_vectors, depth)
-            carried = [v[None], runners]
+        sigma, u, v, runners, freq_vectors = full_refresh(
+            self.geometry, self._shape, self._grid, w, self._carried(w), freq_vectors, depth)
+        for _ in range(rounds - 1):
+            sigma, u, v, runners = restart_refresh(self.geometry, self._shape, w, torch.cat([v[None], runners]), depth)
         freq_vectors = torch.view_as_real(freq_vectors).to(self.freq_vectors.dtype)
         return sigma, u, v, freq_vectors, as_dtype(runners, self.runner_vectors.dtype)
 

@@ -6,7 +6,8 @@ Rayleigh-Ritz (norms/krylov.py) over a block Krylov space started from
 - the top modes of the conv's frequency symbol (norms/conv_modes.py): a step can move the top
   to another frequency, which a space grown from the carried vectors (a conv is local) does
   not reach.
-Every update gets the whole refresh, twice (UPDATE_ROUNDS). Cheaper schedules let the true norm exceed
+Every update gets the whole refresh, then UPDATE_ROUNDS - 1 thick restarts from its top Ritz
+vectors (restart_refresh: a deeper Krylov space from those 7 vectors alone). Cheaper schedules let the true norm exceed
 bound * (1 + 1e-3) at some training step (benchmarks/conv_refresh_schedules.py, 40 Adam steps
 at lr 1e-3, the contract test's geometries, seeds 0-1; results/conv_refresh_schedules_cpu.md):
 the carried vectors alone with one Krylov block between full refreshes every 4th update
@@ -40,14 +41,24 @@ RUNNERS_UP = 6
 # Plane waves beside the windowed ones for zero padding too (other paddings always get them):
 # measured a little better (worst 3.8e-4 against 4.6e-4, the sweep above) at ~1.6x the cost.
 PLAIN_WAVES = False
-# Refreshes per weight update, the second started from the first's vectors. One let the DCGAN
-# critic's conv kind, Conv2d(8, 16, 4, 2, 1) at 8x16x16 (seed 1), reach 1.3e-2 over its bound
-# at step 8 (the new top was found one update late; 12 frequencies: 1.2e-2; one refresh of
-# Krylov depth n_iter + 6: 5.8e-4). Two (2026-12-01): that layer 7.6e-6 / 7.2e-4 / 9.6e-4
-# (seeds 0-2, 30 steps: within the bound, seed 2 by only 4%), the 15 small geometries of the
-# sweep above <= 6.0e-5 (3 seeds x 40 steps; one round: 4.6e-4); sn-conv's step 2.08x -> 2.72x
-# plain (lipkit bench, width 32, batch 64, CPU).
+# Refreshes per weight update: the full one, then restarts. One let the DCGAN critic's conv
+# kind, Conv2d(8, 16, 4, 2, 1) at 8x16x16 (seed 1), reach 1.3e-2 over its bound at step 8 (the
+# new top was found one update late; 12 frequencies: 1.2e-2; one refresh of Krylov depth
+# n_iter + 6: 5.8e-4). Two full refreshes: 7.2e-4 (seed 1), <= 4.5e-4 over 9 more seeds; the
+# 15 small geometries of the sweep above <= 6.0e-5 (3 seeds x 40 steps; one round: 4.6e-4).
 UPDATE_ROUNDS = 2
+# The second round restarts from the first's top Ritz vectors (v and the RUNNERS_UP) alone,
+# RESTART_EXTRA_DEPTH Krylov blocks deeper, instead of a second full refresh (which re-ranked
+# the symbol and re-built the modes). Measured 2026-12-01 (30-40 Adam steps, every step's
+# weight, with conv_modes.RANK_STEPS_WARM 6; two full refreshes with 3 warm ranking steps, the
+# code before, in brackets): the 8 -> 16 stride-2 layer above, seeds 0-9, <= 2.4e-4 over
+# (7.2e-4); the 15 small geometries <= 3.4e-5 (6.0e-5); 5 larger layers x 5 seeds <= 2.1e-4
+# (1.8e-4); Conv2d(3, 16, 4, 2, 1) at 3x32x32, Conv2d(16, 32, 4, 2, 1) at 16x16x16 and
+# Conv2d(8, 16, 3, 1, 1) at 8x16x16, 3 seeds each, <= 3.5e-5 (the 16 -> 32 layer, seed 0:
+# 1.1e-2 at step 4, the warm ranking's fault: conv_modes.py). At 0.8x the refresh time of
+# those layers; the critic step is unchanged within noise. Restarting at the first round's
+# depth: 1.6e-3 (seed 2 of the 8 -> 16 layer).
+RESTART_EXTRA_DEPTH = 3
 
 
 def full_refresh(
@@ -68,3 +79,16 @@ def full_refresh(
             torch.cat([*carried, modes]), depth, RUNNERS_UP,
         )
     return sigma, u, v, as_dtype(runners, w.dtype), freq_vectors
+
+
+def restart_refresh(
+    geometry: ConvGeometry, shape: tuple[int, ...], w: Tensor, start: Tensor, depth: int,
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """(sigma, u, v, runners) by Rayleigh-Ritz over `start` (a previous round's v and runners,
+    input-shaped rows) and depth + RESTART_EXTRA_DEPTH Krylov blocks: a thick restart."""
+    with normal_tensors(), torch.no_grad():
+        sigma, u, v, runners = krylov_top_pair(
+            lambda x: geometry.forward(x, w), lambda y: geometry.adjoint(y, w, shape),
+            start, depth + RESTART_EXTRA_DEPTH, RUNNERS_UP,
+        )
+    return sigma, u, v, as_dtype(runners, w.dtype)

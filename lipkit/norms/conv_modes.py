@@ -32,7 +32,12 @@ from .conv_symbol import circular_symbol, dense_kernel, symbol_plan
 from .operators import ConvGeometry
 
 RANK_STEPS = 20  # batched power steps ranking the frequencies from scratch (6 missed the top)
-RANK_STEPS_WARM = 3  # the same from the previous update's per-frequency vectors
+# The same from the previous update's per-frequency vectors. 3 (before 2026-12-01) missed a
+# frequency whose top had moved to another vector (ranked low or waved on the old one): the
+# DCGAN critic's Conv2d(16, 32, 4, 2, 1) at 16x16x16 (seed 0) went 1.1e-2 over its bound at
+# training step 4 even with two full refreshes per update; Conv2d(3, 8, 4, 2, 1) at 3x24x24
+# (seed 4) 3.9e-3 with the thick restart (conv_refresh.py). 6: 2.0e-5 and 1.6e-5 (20: 1.4e-5).
+RANK_STEPS_WARM = 6
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,7 @@ def test_rank_modes_finds_the_top_frequencies_and_their_vectors(layer: nn.Conv2d
     # the returned frequencies carry the 3 largest top singular values (power steps: to 1e-3)
     assert torch.allclose(s[flat, 0], s[:, 0].topk(3).values, rtol=1e-3)
     # and each frequency's vector is its top right singular vector (up to a complex phase)
-    overlap = (vh[:, 0] * vectors).sum(-1).abs()  # Vh rows are the conjugated right vectors
+    overlap = (vh[:, 0] * vectors[..., -1]).sum(-1).abs()  # Vh rows are the conjugated right vectors
     clear = s[:, 0] > s[:, 1] * 1.3  # a well-separated top: 20 power steps converge (1.3^-40)
     assert clear.sum() > 3 and bool((overlap[clear] > 0.99).all()), overlap[clear].min()
 

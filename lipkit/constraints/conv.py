@@ -50,7 +50,7 @@ from .spectral import GRAM_ITER
 
 # Refresh state beyond u, v, saved with them, and its empty shape (nothing carried yet); a
 # checkpoint from before one existed still loads
-CARRIED = {"freq_vectors": (0, 0, 2), "runner_vectors": (0,)}
+CARRIED = {"freq_vectors": (0, 0, 0, 2), "runner_vectors": (0,)}
 WARMUP_DEPTH = 4  # Krylov depth of each warm-up round
 WARMUP_ROUNDS = 50  # at most this many rounds; each keeps the best vector so far
 
@@ -89,8 +89,9 @@ class ConvSpectralNormalization(Constraint):
         self.register_buffer("v", empty.clone())
         self.register_buffer("sigma_grad", empty.clone(), persistent=False)  # d sigma / dW
         # Carried from update to update like u and v, and saved with them: freq_vectors, every
-        # symbol frequency's top right singular vector (rank_modes; a complex tensor's real
-        # view), and runner_vectors, the next RUNNERS_UP Ritz vectors (input-shaped).
+        # symbol frequency's block of top right singular vectors (rank_modes; a complex
+        # tensor's real view; a checkpoint's older one-vector shape restarts the ranking), and
+        # runner_vectors, the next RUNNERS_UP Ritz vectors (input-shaped).
         for name, shape in CARRIED.items():
             self.register_buffer(name, empty.new_zeros(shape))
         self._grid = None

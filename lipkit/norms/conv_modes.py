@@ -38,6 +38,16 @@ RANK_STEPS = 20  # batched power steps ranking the frequencies from scratch (6 m
 # training step 4 even with two full refreshes per update; Conv2d(3, 8, 4, 2, 1) at 3x24x24
 # (seed 4) 3.9e-3 with the thick restart (conv_refresh.py). 6: 2.0e-5 and 1.6e-5 (20: 1.4e-5).
 RANK_STEPS_WARM = 6
+# Vectors per (frequency, group) in the ranking's power steps (a block, Rayleigh-Ritz within
+# it): a top that moves to the frequency's second vector is then already in the block. One
+# vector (before 2026-12-01, 6 warm steps): the width-32 DCGAN critic's Conv2d(32, 64, 4, 2, 1)
+# at 32x32x32 (seed 0) went 4.2e-3 over its bound at training step 2; 2: 6.3e-6 (3 warm steps:
+# 5.7e-6). With 2 and 6 steps, the worst over every step of 30-40 (Lanczos or dense oracle):
+# 15 small geometries x 3 seeds 4.9e-5, Conv2d(8, 16, 4, 2, 1) at 16x16 x 10 seeds 1.1e-5,
+# 8 larger layers 2.2e-4, the 13 distinct layers of the width-16 and -32 DCGAN critics at
+# 32x32 x 3 seeds 5.5e-5. A 2-column product reads the symbol as often as a 1-column one:
+# ranking a width-32 critic costs ~70 ms per update against ~110 ms with one vector.
+RANK_BLOCK = 2
 
 
 @dataclass(frozen=True)
@@ -74,39 +84,44 @@ def mode_grid(geometry: ConvGeometry, in_shape: tuple[int, ...], weight_shape: t
 def rank_modes(geometry: ConvGeometry, weight: Tensor, grid: ModeGrid, count: int,
                start: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
     """(frequencies (k, nd) long, amplitudes (k, channels * prod(stride)) complex, vectors
-    (groups * n_freq, channels / groups * prod(stride)) complex) for the k top (frequency,
+    (groups * n_freq, channels / groups * prod(stride), RANK_BLOCK) complex) for the k top (frequency,
     group) pairs by top singular value. Each group is ranked on its own symbol: a grouped
     conv is a direct sum over its groups, and a vector carried across updates on the
     block-diagonal symbol loses the other groups' components, so it could not see another
     group overtake (measured: groups=2 stayed 3e-3 over its bound). Every pair's top right
-    singular vector is approximated by batched power steps: RANK_STEPS from a fixed start, or
-    RANK_STEPS_WARM from `start` (the vectors returned for the previous weight); the
-    amplitudes are those of the top k, zero outside their group: a start the Krylov space
-    refines."""
+    singular vector is approximated by batched block power steps (RANK_BLOCK vectors,
+    Rayleigh-Ritz within the block): RANK_STEPS from a fixed start, or RANK_STEPS_WARM from
+    `start` (the blocks returned for the previous weight); the amplitudes are those of the
+    top k, zero outside their group: a start the Krylov space refines."""
     groups = geometry.groups
     with torch.no_grad():
         syms = [circular_symbol(dense_kernel(part, 1, geometry.dilation), grid.stride, grid.sizes)
                 for part in weight.detach().chunk(groups)]  # rows of group g: its output channels
-        sym = torch.cat(syms).contiguous()  # (groups * n_freq, out / groups, in / groups * S)
+        sym = (syms[0] if groups == 1 else torch.cat(syms)).contiguous()  # (groups * n_freq, out / groups, in / groups * S)
         pairs, _, n = sym.shape
-        if start is not None and tuple(start.shape) == (pairs, n):
-            x, steps = start.to(sym.dtype).unsqueeze(-1), RANK_STEPS_WARM
+        block = min(RANK_BLOCK, n)
+        if start is not None and tuple(start.shape) == (pairs, n, block):
+            x, steps = start.to(sym.dtype), RANK_STEPS_WARM
         else:
             gen = torch.Generator().manual_seed(1)
-            x = torch.randn(pairs, n, 1, generator=gen, dtype=torch.float64).to(sym.device, sym.dtype)
+            x = torch.randn(pairs, n, block, generator=gen, dtype=torch.float64).to(sym.device, sym.dtype)
             steps = RANK_STEPS
         for _ in range(steps):
             # sym^H (sym x) as the conjugate of the row (sym x)^H sym: 5x faster on a CPU
             # than a product with a materialized sym^H (and no copy of the symbol)
-            x = ((sym @ x).mH.resolve_conj() @ sym).mH.resolve_conj()
-            x = x / torch.linalg.vector_norm(x, dim=1, keepdim=True).clamp_min(1e-30)
-        scores = torch.linalg.vector_norm(sym @ x, dim=(1, 2))
+            x = torch.linalg.qr(((sym @ x).mH.resolve_conj() @ sym).mH.resolve_conj()).Q
+        # Rayleigh-Ritz in each pair's block: its best vector and value (the block's
+        # columns rotated so that the best comes last, carried to the next update)
+        image = sym @ x
+        values, rotation = torch.linalg.eigh(image.mH @ image)
+        x = x @ rotation
+        scores = values[:, -1].clamp_min(0).sqrt()
         index = torch.topk(scores, min(count, pairs)).indices
         n_freq = pairs // groups
         freqs = torch.stack(torch.unravel_index(index % n_freq, grid.freq_shape), dim=1)
         amps = sym.new_zeros(len(index), groups, n)  # polyphase channel c * S + r: groups are contiguous
-        amps[torch.arange(len(index), device=sym.device), index // n_freq] = x[index, :, 0]
-        return freqs, amps.flatten(1), x[..., 0]
+        amps[torch.arange(len(index), device=sym.device), index // n_freq] = x[index, :, -1]
+        return freqs, amps.flatten(1), x
 
 
 def mode_vectors(grid: ModeGrid, freqs: Tensor, amps: Tensor, dtype: torch.dtype, plain: bool = True) -> Tensor:

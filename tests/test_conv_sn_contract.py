@@ -180,7 +180,8 @@ def test_dense_spectrum_top_that_moves_to_another_frequency_is_found() -> None:
 
 
 # seed 1: red with one refresh round per update (1.3e-2); seed 2: red with the second round's
-# restart at the first's Krylov depth (conv_refresh.RESTART_EXTRA_DEPTH 0: 1.6e-3 at step 5)
+# restart at the first's Krylov depth (conv_refresh.RESTART_EXTRA_DEPTH 0: 1.6e-3 at step 5).
+# Both with one ranking vector per frequency; with a block of 2 (RANK_BLOCK) both pass them.
 @pytest.mark.parametrize("seed, steps", [(1, 8), (2, 5)])
 def test_stride2_top_that_jumps_is_found_in_the_same_update(seed: int, steps: int) -> None:
     _, during, _ = train_and_measure("stride2-8ch-16x16", "conv", 1.0, seed=seed, steps=steps)
@@ -193,6 +194,9 @@ def test_a_frequency_whose_top_vector_moved_is_ranked_on_it(name: str, seed: int
     assert during <= 1 + TOL, f"norm / bound {during:.5f} at a training step"
 
 
-def test_a_large_layer_s_top_is_tracked() -> None:
-    before, during, after = train_and_measure("stride2-32ch-32x32", "conv", 1.0, seed=0, steps=3, norm=lanczos_norm)
+# seed 0: red with one ranking vector per frequency (4.2e-3 at step 2); seed 2: red with one
+# refresh round per update (1.3e-3 at step 2; with the block of 2 the other cases above pass it)
+@pytest.mark.parametrize("seed", [0, 2])
+def test_a_large_layer_s_top_is_tracked(seed: int) -> None:
+    before, during, after = train_and_measure("stride2-32ch-32x32", "conv", 1.0, seed=seed, steps=3, norm=lanczos_norm)
     assert max(before, during, after) <= 1 + TOL, f"norm / bound {before:.5f} / {during:.5f} / {after:.5f}"

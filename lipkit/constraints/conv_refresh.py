@@ -46,6 +46,8 @@ PLAIN_WAVES = False
 # new top was found one update late; 12 frequencies: 1.2e-2; one refresh of Krylov depth
 # n_iter + 6: 5.8e-4). Two full refreshes: 7.2e-4 (seed 1), <= 4.5e-4 over 9 more seeds; the
 # 15 small geometries of the sweep above <= 6.0e-5 (3 seeds x 40 steps; one round: 4.6e-4).
+# Still needed with the block ranking (conv_modes.RANK_BLOCK): one round let Conv2d(32, 64, 4,
+# 2, 1) at 32x32x32 (seed 2) reach 1.3e-3 at step 2 (two: 1.3e-5).
 UPDATE_ROUNDS = 2
 # The second round restarts from the first's top Ritz vectors (v and the RUNNERS_UP) alone,
 # RESTART_EXTRA_DEPTH Krylov blocks deeper, instead of a second full refresh (which re-ranked

@@ -23,10 +23,8 @@ from pathlib import Path
 
 import torch
 
-from lipkit.constraints.base import normal_tensors
 from lipkit.constraints.conv import ConvSpectralNormalization
-from lipkit.constraints.conv_refresh import RUNNERS_UP
-from lipkit.norms.krylov import krylov_top_pair
+from lipkit.constraints.conv_refresh import ritz_refresh
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from test_conv_sn_contract import DENSE_SPECTRUM, GEOMETRIES, train_and_measure  # noqa: E402  (the contract's own)
@@ -43,10 +41,7 @@ SCHEDULES = {  # name: (Krylov depth between full refreshes or None, full every 
 
 def light_refresh(c: ConvSpectralNormalization, w: torch.Tensor, depth: int) -> torch.Tensor:
     """Rayleigh-Ritz over the carried vectors (v, runners) and `depth` Krylov blocks."""
-    with normal_tensors(), torch.no_grad():
-        sigma, u, v, runners = krylov_top_pair(
-            lambda x: c.geometry.forward(x, w), lambda y: c.geometry.adjoint(y, w, c._shape),
-            torch.cat(c._carried(w)), depth, RUNNERS_UP)
+    sigma, u, v, runners = ritz_refresh(c.geometry, c._shape, w, torch.cat(c._carried(w)), depth)
     c.runner_vectors = runners.to(c.runner_vectors.dtype)
     c.set_vectors(u, v)
     return sigma

@@ -45,7 +45,7 @@ from .base import (
     normalize_by,
     raw_tensor,
 )
-from .conv_refresh import UPDATE_ROUNDS, full_refresh, restart_refresh
+from .conv_refresh import RESTART_EXTRA_DEPTH, UPDATE_ROUNDS, full_refresh, ritz_refresh
 from .spectral import GRAM_ITER
 
 # Refresh state beyond u, v, saved with them, and its empty shape (nothing carried yet); a
@@ -208,7 +208,8 @@ class ConvSpectralNormalization(Constraint):
         sigma, u, v, runners, freq_vectors = full_refresh(
             self.geometry, self._shape, self._grid, w, self._carried(w), freq_vectors, depth)
         for _ in range(rounds - 1):
-            sigma, u, v, runners = restart_refresh(self.geometry, self._shape, w, torch.cat([v[None], runners]), depth)
+            sigma, u, v, runners = ritz_refresh(
+                self.geometry, self._shape, w, torch.cat([v[None], runners]), depth + RESTART_EXTRA_DEPTH)
         freq_vectors = torch.view_as_real(freq_vectors).to(self.freq_vectors.dtype)
         return sigma, u, v, freq_vectors, as_dtype(runners, self.runner_vectors.dtype)
 

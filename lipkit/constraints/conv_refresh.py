@@ -7,7 +7,8 @@ Rayleigh-Ritz (norms/krylov.py) over a block Krylov space started from
   to another frequency, which a space grown from the carried vectors (a conv is local) does
   not reach.
 Every update gets the whole refresh, then UPDATE_ROUNDS - 1 thick restarts from its top Ritz
-vectors (restart_refresh: a deeper Krylov space from those 7 vectors alone). Cheaper schedules let the true norm exceed
+vectors (ritz_refresh from those 7 vectors alone, RESTART_EXTRA_DEPTH blocks deeper). Cheaper
+schedules let the true norm exceed
 bound * (1 + 1e-3) at some training step (benchmarks/conv_refresh_schedules.py, 40 Adam steps
 at lr 1e-3, the contract test's geometries, seeds 0-1; results/conv_refresh_schedules_cpu.md):
 the carried vectors alone with one Krylov block between full refreshes every 4th update
@@ -52,8 +53,8 @@ UPDATE_ROUNDS = 2
 # The second round restarts from the first's top Ritz vectors (v and the RUNNERS_UP) alone,
 # RESTART_EXTRA_DEPTH Krylov blocks deeper, instead of a second full refresh (which re-ranked
 # the symbol and re-built the modes). Measured 2026-12-01 (30-40 Adam steps, every step's
-# weight, with conv_modes.RANK_STEPS_WARM 6; two full refreshes with 3 warm ranking steps, the
-# code before, in brackets): the 8 -> 16 stride-2 layer above, seeds 0-9, <= 2.4e-4 over
+# weight, with conv_modes.RANK_STEPS_WARM 6 and one ranking vector per frequency; two full
+# refreshes with 3 warm ranking steps, the code before, in brackets): the 8 -> 16 stride-2 layer above, seeds 0-9, <= 2.4e-4 over
 # (7.2e-4); the 15 small geometries <= 3.4e-5 (6.0e-5); 5 larger layers x 5 seeds <= 2.1e-4
 # (1.8e-4); Conv2d(3, 16, 4, 2, 1) at 3x32x32, Conv2d(16, 32, 4, 2, 1) at 16x16x16 and
 # Conv2d(8, 16, 3, 1, 1) at 8x16x16, 3 seeds each, <= 3.5e-5 (the 16 -> 32 layer, seed 0:
@@ -76,21 +77,18 @@ def full_refresh(
         modes = mode_vectors(grid, freqs, amps, w.dtype, plain=PLAIN_WAVES or geometry.padding_mode != "zeros")
         if geometry.transposed:  # the modes live in the layer's output space
             modes = geometry.adjoint(modes, w, shape)
-        sigma, u, v, runners = krylov_top_pair(
-            lambda x: geometry.forward(x, w), lambda y: geometry.adjoint(y, w, shape),
-            torch.cat([*carried, modes]), depth, RUNNERS_UP,
-        )
-    return sigma, u, v, as_dtype(runners, w.dtype), freq_vectors
+        sigma, u, v, runners = ritz_refresh(geometry, shape, w, torch.cat([*carried, modes]), depth)
+    return sigma, u, v, runners, freq_vectors
 
 
-def restart_refresh(
+def ritz_refresh(
     geometry: ConvGeometry, shape: tuple[int, ...], w: Tensor, start: Tensor, depth: int,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """(sigma, u, v, runners) by Rayleigh-Ritz over `start` (a previous round's v and runners,
-    input-shaped rows) and depth + RESTART_EXTRA_DEPTH Krylov blocks: a thick restart."""
-    with normal_tensors(), torch.no_grad():
+    """(sigma, u, v, runners) by Rayleigh-Ritz over `start` (input-shaped rows) and depth
+    Krylov blocks. The second round of an update calls it on the first round's v and runners
+    with depth + RESTART_EXTRA_DEPTH: a thick restart."""
+    with normal_tensors(), torch.no_grad():  # new vectors: normal tensors
         sigma, u, v, runners = krylov_top_pair(
-            lambda x: geometry.forward(x, w), lambda y: geometry.adjoint(y, w, shape),
-            start, depth + RESTART_EXTRA_DEPTH, RUNNERS_UP,
+            lambda x: geometry.forward(x, w), lambda y: geometry.adjoint(y, w, shape), start, depth, RUNNERS_UP,
         )
     return sigma, u, v, as_dtype(runners, w.dtype)

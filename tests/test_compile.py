@@ -28,6 +28,13 @@ CASES = [({"method": "spectral"}, 0, "inductor"), ({"method": "aol"}, 0, "aot_ea
          ({"method": "spectral", "certified": True}, 8, "aot_eager"),
          ({"method": "clip", "mode": "project", "c": 0.05}, 0, "aot_eager")]  # WGAN's clip: after each step
 
+# operator="conv"'s sigma is a Rayleigh-Ritz value over a Krylov space whose starts a ranking
+# of the symbol's frequencies chooses (a discrete choice), accurate to ~1e-6 relative, not a
+# smooth function of the weight: a compiled forward's float32 differences (~1e-7) reach its
+# losses at 1e-6 after one step and, through Adam's sign-like first steps, up to 4.0e-5 after
+# 8 (measured 2026-12-01; 1.3e-5 with the ranking before; the other cases <= 6e-7).
+CONV_RTOL = 1e-4
+
 
 def critic(options: dict) -> nn.Module:
     torch.manual_seed(0)
@@ -58,5 +65,5 @@ def test_compiled_constrained_critic_matches_eager(options, breaks, backend):
     real, fake = torch.randn(2, 4, 3, 8, 8, generator=torch.Generator().manual_seed(1))
     eager, _ = losses(options, None, real, fake)
     compiled, model = losses(options, backend, real, fake)
-    torch.testing.assert_close(compiled, eager, rtol=1e-5, atol=2e-5)
+    torch.testing.assert_close(compiled, eager, rtol=CONV_RTOL if options.get("operator") == "conv" else 1e-5, atol=2e-5)
     assert dynamo.explain(model)(real).graph_break_count == breaks

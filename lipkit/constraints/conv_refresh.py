@@ -39,6 +39,14 @@ MODE_COUNT = 6
 # the bound (reflect, replicate, Conv3d), 2 carried 2.5e-3, 4 carried 2.0e-3 (one replicate
 # seed), 6 carried <= 2.5e-5 everywhere (with MODE_COUNT 3; bigger layers at 16x16 <= 7e-6).
 RUNNERS_UP = 6
+# Reflect and replicate padding carry more: their top singular vectors sit at the image's
+# corners and edges (Conv2d(8, 16, 3, 1, 1, padding_mode="replicate") at 8x24x24: the top 4
+# have 97-99.8% of their energy in the last 4 rows), a family of nearly equal modes a step can
+# reorder. With 6 that layer went 1.6e-3 over its bound at step 30 (seed 2; 3.1e-4 seed 5);
+# with 10, 7.8e-5 and 2.1e-4, and <= 2.5e-5 on 34 other runs of 6 reflect / replicate layers
+# x 6 seeds x 40 steps (8: 3.3e-5 / 2.1e-4; 12: 5.0e-5 / 5.0e-5). Mirror images of v at the
+# other corners as extra starts did not help (1.3e-3 / 7.4e-4).
+BORDER_RUNNERS_UP = 10
 # Plane waves beside the windowed ones for zero padding too (other paddings always get them):
 # measured a little better (worst 3.8e-4 against 4.6e-4, the sweep above) at ~1.6x the cost.
 PLAIN_WAVES = False
@@ -48,7 +56,11 @@ PLAIN_WAVES = False
 # n_iter + 6: 5.8e-4). Two full refreshes: 7.2e-4 (seed 1), <= 4.5e-4 over 9 more seeds; the
 # 15 small geometries of the sweep above <= 6.0e-5 (3 seeds x 40 steps; one round: 4.6e-4).
 # Still needed with the block ranking (conv_modes.RANK_BLOCK): one round let Conv2d(32, 64, 4,
-# 2, 1) at 32x32x32 (seed 2) reach 1.3e-3 at step 2 (two: 1.3e-5).
+# 2, 1) at 32x32x32 (seed 2) reach 1.3e-3 at step 2 (two: 1.3e-5). With the Krylov ranking
+# (conv_modes.py, 2026-12-01) one round broke no case of a partial sweep (the 15 small
+# geometries x 3 seeds, 11 larger layers x 3 seeds), but its worst rose to 7.2e-4
+# (Conv2d(16, 16, 3, 1, 2, dilation=2) at 16x16x16, seed 1; two rounds 1.5e-4) and 4.6e-4
+# (Conv2d(3, 16, 3, 1, 1) at 16x16, seed 2; two rounds 3.4e-5): kept at two for the margin.
 UPDATE_ROUNDS = 2
 # The second round restarts from the first's top Ritz vectors (v and the RUNNERS_UP) alone,
 # RESTART_EXTRA_DEPTH Krylov blocks deeper, instead of a second full refresh (which re-ranked
@@ -89,6 +101,7 @@ def ritz_refresh(
     with depth + RESTART_EXTRA_DEPTH: a thick restart."""
     with normal_tensors(), torch.no_grad():  # new vectors: normal tensors
         sigma, u, v, runners = krylov_top_pair(
-            lambda x: geometry.forward(x, w), lambda y: geometry.adjoint(y, w, shape), start, depth, RUNNERS_UP,
+            lambda x: geometry.forward(x, w), lambda y: geometry.adjoint(y, w, shape), start, depth,
+            BORDER_RUNNERS_UP if geometry.padding_mode in ("reflect", "replicate") else RUNNERS_UP,
         )
     return sigma, u, v, as_dtype(runners, w.dtype)

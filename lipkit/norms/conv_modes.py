@@ -13,7 +13,7 @@ input domain it is not the layer's exact top vector, but it overlaps it strongly
 Rayleigh-Ritz over (previous vector, these waves) plus a few Krylov blocks finds the top.
 
 Two steps: rank_modes computes each group's symbol (an FFT of the kernel, 8-40x the
-kernel's memory) and ranks the (frequency, group) pairs by batched power steps, warm-started
+kernel's memory) and ranks the (frequency, group) pairs by batched block Krylov spaces, warm-started
 from the previous update's vectors (ranking only every 10 updates was measured too stale);
 mode_vectors builds the waves from the few (frequency, amplitude) pairs it returned.
 
@@ -31,23 +31,55 @@ from torch import Tensor
 from .conv_symbol import circular_symbol, dense_kernel, symbol_plan
 from .operators import ConvGeometry
 
-RANK_STEPS = 20  # batched power steps ranking the frequencies from scratch (6 missed the top)
-# The same from the previous update's per-frequency vectors. 3 (before 2026-12-01) missed a
-# frequency whose top had moved to another vector (ranked low or waved on the old one): the
-# DCGAN critic's Conv2d(16, 32, 4, 2, 1) at 16x16x16 (seed 0) went 1.1e-2 over its bound at
-# training step 4 even with two full refreshes per update; Conv2d(3, 8, 4, 2, 1) at 3x24x24
-# (seed 4) 3.9e-3 with the thick restart (conv_refresh.py). 6: 2.0e-5 and 1.6e-5 (20: 1.4e-5).
+# Each (frequency, group) pair's top singular value is estimated by Rayleigh-Ritz on a block
+# Krylov space of its symbol's Gram (_krylov_ritz), of depth RANK_STEPS from a fixed random
+# start or RANK_STEPS_WARM from the previous update's vectors. (Block power steps with
+# Rayleigh-Ritz inside the block, before 2026-12-01, read the symbol as often and converge
+# slower where a frequency's top singular values are close: a 64x64 DCGAN generator's
+# ConvTranspose2d(128, 64, 4, 2, 1) at 128x16x16, seed 0, went 2.0e-3 over its bound at the
+# first training step with 6 power steps, 1.9e-5 with 20; the Krylov space of depth 6: 1.9e-5.)
+RANK_STEPS = 20
+# 3 warm power steps (before 2026-12-01) missed a frequency whose top had moved: Conv2d(16, 32,
+# 4, 2, 1) at 16x16x16 (seed 0) went 1.1e-2 over its bound at training step 4. Depth 6 with
+# the Krylov ranking, the worst over every step (Lanczos or dense oracle; 30 steps unless
+# said): the contract's 15 small geometries x 3 seeds x 40 steps 2.2e-4 (Conv2d(3, 8, 4, 2, 1)
+# at 3x24x24), Conv2d(8, 16, 4, 2, 1) at 8x16x16 x 10 seeds 1.0e-5, the SN-GAN CIFAR critic's
+# and the 64x64 DCGAN critic's conv layers at their real sizes (up to 64 -> 128 channels at
+# 32x32) x 3 seeds 4.4e-5, 11 other layers (ConvTranspose2d of 8-128 channels, stride 2 up to
+# 16 -> 32 at 32x32, circular padding, dilation 2, groups 4) x 3 seeds 1.5e-4 (Conv2d(16, 16,
+# 3, 1, 2, dilation=2) at 16x16x16); reflect / replicate: conv_refresh.BORDER_RUNNERS_UP.
 RANK_STEPS_WARM = 6
-# Vectors per (frequency, group) in the ranking's power steps (a block, Rayleigh-Ritz within
-# it): a top that moves to the frequency's second vector is then already in the block. One
-# vector (before 2026-12-01, 6 warm steps): the width-32 DCGAN critic's Conv2d(32, 64, 4, 2, 1)
-# at 32x32x32 (seed 0) went 4.2e-3 over its bound at training step 2; 2: 6.3e-6 (3 warm steps:
-# 5.7e-6). With 2 and 6 steps, the worst over every step of 30-40 (Lanczos or dense oracle):
-# 15 small geometries x 3 seeds 4.9e-5, Conv2d(8, 16, 4, 2, 1) at 16x16 x 10 seeds 1.1e-5,
-# 8 larger layers 2.2e-4, the 13 distinct layers of the width-16 and -32 DCGAN critics at
-# 32x32 x 3 seeds 5.5e-5. A 2-column product reads the symbol as often as a 1-column one:
-# ranking a width-32 critic costs ~70 ms per update against ~110 ms with one vector.
+# Vectors per (frequency, group) in each Krylov block: a top that moves to the frequency's
+# second vector is then already in the start. One vector (power steps, before 2026-12-01): the
+# width-32 DCGAN critic's Conv2d(32, 64, 4, 2, 1) at 32x32x32 (seed 0) went 4.2e-3 over its
+# bound at training step 2; 2: 6.3e-6. A 2-column product reads the (memory-bound) symbol as
+# often as a 1-column one.
 RANK_BLOCK = 2
+
+
+def _gram_times(sym: Tensor, y: Tensor) -> Tensor:
+    """sym^H y as the conjugate of the row y^H sym: 5x faster on a CPU than a product with a
+    materialized sym^H (and no copy of the symbol)."""
+    return (y.mH.resolve_conj() @ sym).mH.resolve_conj()
+
+
+def _krylov_ritz(sym: Tensor, start: Tensor, depth: int) -> tuple[Tensor, Tensor]:
+    """(values, vectors): Rayleigh-Ritz of each pair's sym^H sym on its block Krylov space
+    span{X, G X, ..., G^depth X} (G = sym^H sym, X = start (pairs, n, b)); values ascending
+    (pairs, k), vectors (pairs, n, k) unit."""
+    n, width = start.shape[1], start.shape[2]
+    if n <= width * (depth + 1):  # the space would be all of C^n: the exact eigenpairs
+        return torch.linalg.eigh(sym.mH @ sym)
+    basis = torch.linalg.qr(start).Q
+    images = sym @ basis
+    for _ in range(depth):
+        block = _gram_times(sym, images[..., -width:])
+        for _ in range(2):  # block Gram-Schmidt twice: one pass loses orthogonality in float32
+            block = block - basis @ (basis.mH @ block)
+        block = torch.linalg.qr(block).Q
+        basis, images = torch.cat([basis, block], -1), torch.cat([images, sym @ block], -1)
+    values, ritz = torch.linalg.eigh(images.mH @ images)
+    return values, basis @ ritz
 
 
 @dataclass(frozen=True)
@@ -89,8 +121,8 @@ def rank_modes(geometry: ConvGeometry, weight: Tensor, grid: ModeGrid, count: in
     conv is a direct sum over its groups, and a vector carried across updates on the
     block-diagonal symbol loses the other groups' components, so it could not see another
     group overtake (measured: groups=2 stayed 3e-3 over its bound). Every pair's top right
-    singular vector is approximated by batched block power steps (RANK_BLOCK vectors,
-    Rayleigh-Ritz within the block): RANK_STEPS from a fixed start, or RANK_STEPS_WARM from
+    singular vector is approximated by Rayleigh-Ritz on a batched block Krylov space (blocks of
+    RANK_BLOCK vectors): of depth RANK_STEPS from a fixed start, or RANK_STEPS_WARM from
     `start` (the blocks returned for the previous weight); the amplitudes are those of the
     top k, zero outside their group: a start the Krylov space refines."""
     groups = geometry.groups
@@ -106,15 +138,8 @@ def rank_modes(geometry: ConvGeometry, weight: Tensor, grid: ModeGrid, count: in
             gen = torch.Generator().manual_seed(1)
             x = torch.randn(pairs, n, block, generator=gen, dtype=torch.float64).to(sym.device, sym.dtype)
             steps = RANK_STEPS
-        for _ in range(steps):
-            # sym^H (sym x) as the conjugate of the row (sym x)^H sym: 5x faster on a CPU
-            # than a product with a materialized sym^H (and no copy of the symbol)
-            x = torch.linalg.qr(((sym @ x).mH.resolve_conj() @ sym).mH.resolve_conj()).Q
-        # Rayleigh-Ritz in each pair's block: its best vector and value (the block's
-        # columns rotated so that the best comes last, carried to the next update)
-        image = sym @ x
-        values, rotation = torch.linalg.eigh(image.mH @ image)
-        x = x @ rotation
+        values, x = _krylov_ritz(sym, x, steps)
+        x = x[..., -block:]  # the top `block` Ritz vectors, the best last: the next update's start
         scores = values[:, -1].clamp_min(0).sqrt()
         index = torch.topk(scores, min(count, pairs)).indices
         n_freq = pairs // groups

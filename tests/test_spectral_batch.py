@@ -138,3 +138,18 @@ def test_batched_refresh_runs_in_full_precision_under_autocast():
     for (u, v), (u0, v0) in zip(pairs, expected):
         assert u.dtype == torch.float32
         assert torch.allclose(u.abs(), u0.abs(), atol=1e-5) and torch.allclose(v.abs(), v0.abs(), atol=1e-5)
+
+
+def test_a_layer_swapped_in_after_a_call_joins_the_batch(monkeypatch):
+    """The walk over the model is kept between calls until a module is registered anywhere:
+    a constrained layer set into the model later (nn.Sequential item, attribute) has its pair
+    from the model's batch, not from its own read."""
+    torch.manual_seed(0)
+    model = lk.constrain(critic(), "spectral")
+    train(model, steps=2)  # the model's walk is cached now
+    model[5] = lk.constrain(nn.Linear(6 * 16, 5), "spectral")
+    model.add_module("head", lk.constrain(nn.Linear(1, 1), "spectral"))
+    calls = count_own_refreshes(monkeypatch)
+    train(model, steps=3)
+    assert calls["n"] == 0
+    assert len(spectral_batch._spectral(model)) == 5

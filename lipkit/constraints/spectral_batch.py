@@ -27,6 +27,7 @@ map. A model compiled any other way keeps the in-graph refresh.
 from __future__ import annotations
 
 import math
+import weakref
 from contextlib import contextmanager
 from typing import Any, Iterator
 
@@ -38,11 +39,34 @@ from ..norms.measure import weight_matrix
 from .base import as_dtype, autocast_off, compute_dtype, normal_tensors
 from .spectral import EXACT_SIDE, SpectralNormalization, set_refreshed_ahead
 
+# _spectral's result per model, reused while no module has been registered anywhere since.
+# The walk runs at every call of the model (twice per critic step); caching it took issue 12's
+# CPU overhead proxy from sn 1.36x plain to 1.35x eager and 1.19x to 1.175x compiled (3
+# alternating runs each, medians of 15 rounds, 2026-12-01). A layer swapped in (setattr,
+# add_module, a container's append) or a map registered (lk.constrain, parametrize) goes
+# through torch's global module-registration hook, which starts a new generation. A layer or
+# map deleted leaves a stale entry: a constraint no longer in the model may then be refreshed
+# for nothing, or a sole map still be counted as shared (refreshed in the graph, as before),
+# but no constraint in the model is missed.
+_generation = 0
+_walks: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _new_generation(module: nn.Module, name: str, submodule: nn.Module | None) -> None:
+    global _generation
+    _generation += 1
+
+
+nn.modules.module.register_module_module_registration_hook(_new_generation)
+
 
 def _spectral(model: nn.Module) -> list[tuple[SpectralNormalization, nn.Module | None]]:
     """Every uncertified reshape-SN constraint of `model` with its ParametrizationList, or None
     where it is not the weight's only map (its input is then not `original`, the tensor a
     refresh ahead of the read reads)."""
+    cached = _walks.get(model)
+    if cached is not None and cached[0] == _generation:
+        return cached[1]
     found = []
     for layer in model.modules():
         plist = layer._modules.get("parametrizations")
@@ -50,6 +74,7 @@ def _spectral(model: nn.Module) -> list[tuple[SpectralNormalization, nn.Module |
             for c in params._modules.values():
                 if type(c) is SpectralNormalization and not c.certified:
                     found.append((c, params if len(params._modules) == 1 else None))
+    _walks[model] = (_generation, found)
     return found
 
 

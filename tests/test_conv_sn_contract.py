@@ -107,23 +107,26 @@ def training_norm(layer: nn.Module, shape: tuple[int, ...], operator: str) -> fl
 
 
 def lanczos_norm(layer: nn.Module, shape: tuple[int, ...], operator: str = "conv") -> float:
-    """The true norm of a Conv2d (any padding) or ConvTranspose2d too large for a dense
-    Jacobian: ARPACK's Lanczos (scipy) on A^T A, A the layer's map in float64
+    """The true norm of a conv layer (Conv1d/2d/3d with any padding, ConvTranspose1d/2d/3d) too
+    large for a dense Jacobian: ARPACK's Lanczos (scipy) on A^T A, A the layer's map in float64
     (torch.nn.functional, padding by F.pad) and A^T by autograd (nothing of lipkit's). A Ritz
     value is never above the top eigenvalue, so a norm over the bound here is a real breach."""
-    assert isinstance(layer, (nn.Conv2d, nn.ConvTranspose2d)) and operator == "conv"
-    w, n = layer.weight.detach().double(), int(np.prod(shape))
+    assert isinstance(layer, nn.modules.conv._ConvNd) and operator == "conv"
+    w, n, dims = layer.weight.detach().double(), int(np.prod(shape)), len(shape) - 1
     options = dict(stride=layer.stride, dilation=layer.dilation, groups=layer.groups)
-    if isinstance(layer, nn.ConvTranspose2d):
+    if isinstance(layer, CONV_TRANSPOSE):
+        transpose = (F.conv_transpose1d, F.conv_transpose2d, F.conv_transpose3d)[dims - 1]
+
         def conv(x: Tensor) -> Tensor:
-            return F.conv_transpose2d(x, w, padding=layer.padding, output_padding=layer.output_padding, **options)
-    elif layer.padding_mode == "zeros":
-        def conv(x: Tensor) -> Tensor:
-            return F.conv2d(x, w, padding=layer.padding, **options)
+            return transpose(x, w, padding=layer.padding, output_padding=layer.output_padding, **options)
     else:
-        (ph, pw), mode = layer.padding, layer.padding_mode
+        forward = (F.conv1d, F.conv2d, F.conv3d)[dims - 1]
+        pads, mode = layer._reversed_padding_repeated_twice, layer.padding_mode  # torch's own
+
         def conv(x: Tensor) -> Tensor:
-            return F.conv2d(F.pad(x, (pw, pw, ph, ph), mode=mode), w, **options)
+            if mode == "zeros":
+                return forward(x, w, padding=layer.padding, **options)
+            return forward(F.pad(x, pads, mode=mode), w, **options)
 
     def gram_times(x: np.ndarray) -> np.ndarray:
         x = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float64)).view(1, *shape).requires_grad_(True)
@@ -238,10 +241,12 @@ def test_replicate_padding_s_border_modes_are_tracked() -> None:
     assert during <= 1 + TOL, f"norm / bound {during:.5f} at a training step"
 
 
-@pytest.mark.parametrize("layer", [nn.Conv2d(3, 4, 3, 1, 1, padding_mode=mode) for mode in ("zeros", "reflect", "replicate")]
-                         + [nn.ConvTranspose2d(4, 3, 4, 2, 1)], ids=["zeros", "reflect", "replicate", "transpose"])
-def test_the_lanczos_oracle_agrees_with_the_dense_jacobian(layer: nn.Module) -> None:
-    shape = (layer.in_channels, 7, 7)
+@pytest.mark.parametrize("layer, shape", [
+    *((nn.Conv2d(3, 4, 3, 1, 1, padding_mode=mode), (3, 7, 7)) for mode in ("zeros", "reflect", "replicate", "circular")),
+    (nn.ConvTranspose2d(4, 3, 4, 2, 1), (4, 7, 7)), (nn.Conv1d(2, 4, 5, 2, 2, groups=2), (2, 15)),
+    (nn.Conv3d(2, 3, 3, 2, 1, padding_mode="reflect"), (2, 5, 5, 5)), (nn.ConvTranspose1d(2, 3, 4, 2, 1), (2, 9)),
+], ids=["zeros", "reflect", "replicate", "circular", "transpose2d", "conv1d-groups", "conv3d-reflect", "transpose1d"])
+def test_the_lanczos_oracle_agrees_with_the_dense_jacobian(layer: nn.Module, shape: tuple[int, ...]) -> None:
     jacobian = torch.autograd.functional.jacobian(
         lambda x: layer.double()(x.view(1, *shape)).flatten(), torch.zeros(int(np.prod(shape)), dtype=torch.float64))
     assert lanczos_norm(layer, shape) == pytest.approx(float(torch.linalg.svdvals(jacobian)[0]), rel=1e-10)

@@ -57,10 +57,9 @@ PLAIN_WAVES = False
 # 15 small geometries of the sweep above <= 6.0e-5 (3 seeds x 40 steps; one round: 4.6e-4).
 # Still needed with the block ranking (conv_modes.RANK_BLOCK): one round let Conv2d(32, 64, 4,
 # 2, 1) at 32x32x32 (seed 2) reach 1.3e-3 at step 2 (two: 1.3e-5). With the Krylov ranking
-# (conv_modes.py, 2026-12-01) one round broke no case of a partial sweep (the 15 small
-# geometries x 3 seeds, 11 larger layers x 3 seeds), but its worst rose to 7.2e-4
-# (Conv2d(16, 16, 3, 1, 2, dilation=2) at 16x16x16, seed 1; two rounds 1.5e-4) and 4.6e-4
-# (Conv2d(3, 16, 3, 1, 1) at 16x16, seed 2; two rounds 3.4e-5): kept at two for the margin.
+# (conv_modes.py, 2026-12-01) one round let replicate padding's Conv2d(8, 16, 3, 1, 1) at
+# 8x24x24 (seed 2) reach 9.7e-3 by step 40 (two: 7.8e-5) and raised the worst of the zero-padded
+# layers to 7.2e-4 (Conv2d(16, 16, 3, 1, 2, dilation=2) at 16x16x16, seed 1; two: 1.5e-4).
 UPDATE_ROUNDS = 2
 # The second round restarts from the first's top Ritz vectors (v and the RUNNERS_UP) alone,
 # RESTART_EXTRA_DEPTH Krylov blocks deeper, instead of a second full refresh (which re-ranked
@@ -73,6 +72,9 @@ UPDATE_ROUNDS = 2
 # 1.1e-2 at step 4, the warm ranking's fault: conv_modes.py). At 0.8x the refresh time of
 # those layers; the critic step is unchanged within noise. Restarting at the first round's
 # depth: 1.6e-3 (seed 2 of the 8 -> 16 layer).
+# The restart takes ALL of round 1's runner-up vectors: restarting replicate padding's layer
+# above (seed 5, 40 steps) from v and 6 of its 10 went 4.1e-3 over, from v and 2 5.9e-3, from v
+# alone 3.6e-2 (2026-12-01; 10 zero-padded hard cases: within 1.5e-4 with v and 2, 5.0e-4 v alone).
 RESTART_EXTRA_DEPTH = 3
 
 

@@ -91,7 +91,8 @@ class ConvSpectralNormalization(Constraint):
         # Carried from update to update like u and v, and saved with them: freq_vectors, every
         # symbol frequency's block of top right singular vectors (rank_modes; a complex
         # tensor's real view; a checkpoint's older one-vector shape restarts the ranking), and
-        # runner_vectors, the next RUNNERS_UP Ritz vectors (input-shaped).
+        # runner_vectors, the next RUNNERS_UP Ritz vectors (BORDER_RUNNERS_UP for reflect and
+        # replicate padding; input-shaped: conv_refresh.py).
         for name, shape in CARRIED.items():
             self.register_buffer(name, empty.new_zeros(shape))
         self._grid = None

@@ -1,13 +1,13 @@
 """How operator="conv" spectral normalization finds the conv's top singular pair after an update.
 
 Rayleigh-Ritz (norms/krylov.py) over a block Krylov space started from
-- the carried vectors: v and the next RUNNERS_UP Ritz vectors of the previous refresh (an
+- the carried vectors: v and the next RUNNERS_UP (BORDER_RUNNERS_UP) Ritz vectors of the previous refresh (an
   update can swap nearly equal top modes; the new top is then already in the space), and
 - the top modes of the conv's frequency symbol (norms/conv_modes.py): a step can move the top
   to another frequency, which a space grown from the carried vectors (a conv is local) does
   not reach.
 Every update gets the whole refresh, then UPDATE_ROUNDS - 1 thick restarts from its top Ritz
-vectors (ritz_refresh from those 7 vectors alone, RESTART_EXTRA_DEPTH blocks deeper). Cheaper
+vectors (ritz_refresh from v and its runners-up alone, RESTART_EXTRA_DEPTH blocks deeper). Cheaper
 schedules let the true norm exceed
 bound * (1 + 1e-3) at some training step (benchmarks/conv_refresh_schedules.py, 40 Adam steps
 at lr 1e-3, the contract test's geometries, seeds 0-1; results/conv_refresh_schedules_cpu.md):

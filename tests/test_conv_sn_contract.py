@@ -52,7 +52,7 @@ DENSE_SPECTRUM = {"conv2d-16x16": (lambda: nn.Conv2d(3, 16, 3, 1, 1), (3, 16, 16
 # Krylov ranking (conv_modes._krylov_ritz, 2026-12-01) they all pass even with RANK_BLOCK 1,
 # RANK_STEPS_WARM 3, RESTART_EXTRA_DEPTH 0 or MODE_COUNT 3 (each checked alone): those are kept
 # for margin measured at other sizes (benchmarks/conv_sn_sizes.py). RANK_STEPS_WARM 1 turns the
-# transposed case red; UPDATE_ROUNDS 1 and BORDER_RUNNERS_UP 6 the replicate case.
+# transposed case red; BORDER_UPDATE_ROUNDS 2 or 1 and BORDER_RUNNERS_UP 6 the replicate case.
 # The DCGAN critic's conv kind, 8 -> 16 channels, 4x4 stride 2 at 16x16, seed 1, went 1.3e-2
 # over its bound at step 8 with one refresh per update (the new top found one update late);
 # two refresh rounds per update (conv_refresh.UPDATE_ROUNDS): 7.2e-4; seed 2 needs the second
@@ -77,7 +77,8 @@ LARGE = {"stride2-32ch-32x32": (lambda: nn.Conv2d(32, 64, 4, 2, 1), (32, 32, 32)
          "transpose-128ch-16x16": (lambda: nn.ConvTranspose2d(128, 64, 4, 2, 1), (128, 16, 16)),
          # replicate padding's top modes sit at corners and edges (conv_refresh.BORDER_RUNNERS_UP):
          # seed 2 went 1.6e-3 over at step 30 with 6 carried runner-up vectors, 9.7e-3 by step 40
-         # with one refresh round per update; 10 runners and two rounds: 7.8e-5
+         # with one refresh round per update; 10 runners and two rounds: 7.8e-5 on 1 thread but
+         # 1.1e-3 on 2 (an edge mode, CI's run); three rounds (BORDER_UPDATE_ROUNDS): 6e-6
          "replicate-8ch-24x24": (lambda: nn.Conv2d(8, 16, 3, 1, 1, padding_mode="replicate"), (8, 24, 24))}
 VARIANTS = {
     "conv": {"operator": "conv"},
@@ -237,7 +238,14 @@ def test_a_large_transposed_layer_s_ranking_converges() -> None:
 
 
 def test_replicate_padding_s_border_modes_are_tracked() -> None:
-    _, during, _ = train_and_measure("replicate-8ch-24x24", "conv", 1.0, seed=2, steps=40, norm=lanczos_norm)
+    # On 2 threads: the trajectory depends on the float rounding, and the breach of two refresh
+    # rounds per update (1.1e-3 at step 30) showed on 2 threads only (CI's default here).
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        _, during, _ = train_and_measure("replicate-8ch-24x24", "conv", 1.0, seed=2, steps=40, norm=lanczos_norm)
+    finally:
+        torch.set_num_threads(threads)
     assert during <= 1 + TOL, f"norm / bound {during:.5f} at a training step"
 
 

@@ -45,7 +45,7 @@ from .base import (
     normalize_by,
     raw_tensor,
 )
-from .conv_refresh import RESTART_EXTRA_DEPTH, UPDATE_ROUNDS, full_refresh, ritz_refresh
+from .conv_refresh import RESTART_EXTRA_DEPTH, full_refresh, ritz_refresh, update_rounds
 from .spectral import GRAM_ITER
 
 # Refresh state beyond u, v, saved with them, and its empty shape (nothing carried yet); a
@@ -228,12 +228,13 @@ class ConvSpectralNormalization(Constraint):
         its data-pointer test are not traceable) and still once per update."""
         if not self.weight_changed(raw):
             return self.sigma_grad
+        rounds = update_rounds(self.geometry)
         if self.training:
-            self._refresh(w.detach(), self.depth, UPDATE_ROUNDS)
+            self._refresh(w.detach(), self.depth, rounds)
             self.sigma_grad = self._sigma_grad(self.u, self.v)
             self.mark_current(raw)
             return self.sigma_grad
-        return self.eval_cached(raw, lambda: self._sigma_grad(*self._top_pair(w.detach(), self.depth, UPDATE_ROUNDS)[1:3]))
+        return self.eval_cached(raw, lambda: self._sigma_grad(*self._top_pair(w.detach(), self.depth, rounds)[1:3]))
 
     def constrained(self, raw: Tensor) -> Tensor:
         if self._shape is None:

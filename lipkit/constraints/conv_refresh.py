@@ -6,7 +6,7 @@ Rayleigh-Ritz (norms/krylov.py) over a block Krylov space started from
 - the top modes of the conv's frequency symbol (norms/conv_modes.py): a step can move the top
   to another frequency, which a space grown from the carried vectors (a conv is local) does
   not reach.
-Every update gets the whole refresh, then UPDATE_ROUNDS - 1 thick restarts from its top Ritz
+Every update gets the whole refresh, then update_rounds() - 1 thick restarts from its top Ritz
 vectors (ritz_refresh from v and its runners-up alone, RESTART_EXTRA_DEPTH blocks deeper). Cheaper
 schedules let the true norm exceed
 bound * (1 + 1e-3) at some training step (benchmarks/conv_refresh_schedules.py, 40 Adam steps
@@ -61,6 +61,14 @@ PLAIN_WAVES = False
 # 8x24x24 (seed 2) reach 9.7e-3 by step 40 (two: 7.8e-5) and raised the worst of the zero-padded
 # layers to 7.2e-4 (Conv2d(16, 16, 3, 1, 2, dilation=2) at 16x16x16, seed 1; two: 1.5e-4).
 UPDATE_ROUNDS = 2
+# Reflect and replicate padding get a third round (a second restart). With two, replicate
+# padding's Conv2d(8, 16, 3, 1, 1) at 8x24x24 (seed 2) went 1.1e-3 over its bound at step 30
+# when torch ran on 2 threads (7.8e-5 on 1: the trajectory depends on the float rounding), a
+# right-edge mode (60% of its energy in the last column) that the start space held only 17%
+# of. 6 reflect / replicate layers x 12 seeds x 40 steps (1 thread; every step's weight, the
+# Lanczos oracle): two rounds worst 2.1e-4, three 5.8e-6, two with 14 runners-up 7.6e-5; border
+# strips' top vectors as extra starts 2.1e-4 (2026-12-01).
+BORDER_UPDATE_ROUNDS = 3
 # The second round restarts from the first's top Ritz vectors (v and the RUNNERS_UP) alone,
 # RESTART_EXTRA_DEPTH Krylov blocks deeper, instead of a second full refresh (which re-ranked
 # the symbol and re-built the modes). Measured 2026-12-01 (30-40 Adam steps, every step's
@@ -104,6 +112,16 @@ def ritz_refresh(
     with normal_tensors(), torch.no_grad():  # new vectors: normal tensors
         sigma, u, v, runners = krylov_top_pair(
             lambda x: geometry.forward(x, w), lambda y: geometry.adjoint(y, w, shape), start, depth,
-            BORDER_RUNNERS_UP if geometry.padding_mode in ("reflect", "replicate") else RUNNERS_UP,
+            BORDER_RUNNERS_UP if _border_modes(geometry) else RUNNERS_UP,
         )
     return sigma, u, v, as_dtype(runners, w.dtype)
+
+
+def update_rounds(geometry: ConvGeometry) -> int:
+    """Refresh rounds per weight update for this geometry (the full refresh, then restarts)."""
+    return BORDER_UPDATE_ROUNDS if _border_modes(geometry) else UPDATE_ROUNDS
+
+
+def _border_modes(geometry: ConvGeometry) -> bool:
+    """Reflect / replicate padding: top modes at the corners and edges (see BORDER_RUNNERS_UP)."""
+    return geometry.padding_mode in ("reflect", "replicate")

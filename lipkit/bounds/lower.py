@@ -21,6 +21,7 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
+from ..norms.full_precision import at_full_precision
 from ..norms.linalg import power_iteration, start_vector
 
 JACOBIAN_ITERS = 200  # at most this many power steps on each input's Jacobian...
@@ -77,6 +78,7 @@ def _ratio(f, a: Tensor, d: Tensor) -> Tensor:
     return _flat_norm(f(a + d) - f(a)) / _flat_norm(d).clamp_min(torch.finfo(d.dtype).tiny)
 
 
+@at_full_precision
 def lipschitz_lower_bound(
     model: nn.Module, inputs: Tensor, steps: int = 100, lr: float = 0.01
 ) -> float:

@@ -25,6 +25,7 @@ import torch.fx as fx
 import torch.nn as nn
 from tqdm.auto import tqdm
 
+from ..norms.full_precision import at_full_precision
 from ..norms.measure import spectral_norm
 from ..norms.operators import CONV_TRANSPOSE, as_input_shape
 from ..train_mode import MODE_DEPENDENT, describe, layers_in_train_mode
@@ -83,6 +84,7 @@ def _trace(model: nn.Module) -> fx.GraphModule:
     return fx.GraphModule(model, graph)
 
 
+@at_full_precision
 def lipschitz_bound(model: nn.Module, input_shape, method: str = "gram", *, merge: bool = True,
                     progress: bool = False) -> LipschitzBound:
     """Certified upper bound on the Lipschitz constant of `model` (eval mode), l2 to l2.
@@ -119,11 +121,8 @@ def lipschitz_bound(model: nn.Module, input_shape, method: str = "gram", *, merg
             )
         with torch.no_grad():
             for key, batch in _PROBE_BATCHES:
-                probe = torch.zeros(
-                    (batch, *shape),
-                    dtype=param.dtype if param is not None else torch.float32,
-                    device=param.device if param is not None else "cpu",
-                )
+                probe = torch.zeros((batch, *shape), dtype=param.dtype if param is not None else torch.float32,
+                                    device=param.device if param is not None else "cpu")
                 try:
                     _ShapeRecorder(gm, key).run(probe)
                 except ValueError as err:

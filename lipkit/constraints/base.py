@@ -18,6 +18,7 @@ import torch.nn as nn
 from torch import Tensor
 
 from ..autocast import autocast_off  # noqa: F401  (constraints import it from here)
+from ..norms.full_precision import full_precision
 from ..norms.linalg import as_dtype  # noqa: F401  (constraints import it from here)
 from ..norms.power_state import UpdateWatch, tensors_key
 from .step_reuse import StepReuse
@@ -44,15 +45,28 @@ class Constraint(nn.Module):
     # changes): the reads of one update then share one value (step_reuse.py). A map that also
     # reads something else that moves (BatchNorm's running variance) sets False.
     reuse_within_update: bool = True
+    # Whether constrained() itself runs the float32 convs / matmuls its guarantee rests on, so
+    # each computed read switches the device to full precision (norms/full_precision.py). A
+    # map that only rescales by state refreshed elsewhere (uncertified SN) guards that refresh
+    # instead and skips the per-read switch (~4 us of host time: issue 12's overhead).
+    full_precision_map: bool = True
 
     def constrained(self, raw: Tensor) -> Tensor:
         """The map itself: raw weight -> constrained weight (subclasses implement it)."""
         raise NotImplementedError
 
     def forward(self, raw: Tensor) -> Tensor:
+        compute = self._constrained_full_precision if self.full_precision_map else self.constrained
         if not self.reuse_within_update:
+            return compute(raw)
+        return self.reuse.get(raw, self.training, compute)
+
+    def _constrained_full_precision(self, raw: Tensor) -> Tensor:
+        """constrained(raw) with the device's float32 convs and matmuls at full precision
+        (norms/full_precision.py: TF32 made the conv-SN refresh wrong by factors); reused values
+        skip it."""
+        with full_precision(raw.device.type):
             return self.constrained(raw)
-        return self.reuse.get(raw, self.training, self.constrained)
 
     def forget_reuse(self) -> None:
         """Drop the value kept for this update (the state it was computed from was replaced)."""

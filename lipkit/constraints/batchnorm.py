@@ -29,6 +29,7 @@ class BatchNormScale(Constraint):
     method = "spectral"
     observes_layer = True
     reuse_within_update = False  # the map reads the running variance, which every forward moves
+    full_precision_map = False  # elementwise: no conv or matmul to switch
 
     def __init__(self, layer: nn.Module, *, convention: str = "lipschitz", bound: float = 1.0,
                  soft: bool = False) -> None:

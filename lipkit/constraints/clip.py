@@ -15,6 +15,7 @@ class WeightClip(Constraint):
     """W -> clamp(W, -c, c)."""
 
     method = "clip"
+    full_precision_map = False  # elementwise: no conv or matmul to switch
 
     def __init__(self, c: float = 0.01) -> None:
         super().__init__()

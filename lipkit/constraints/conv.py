@@ -32,6 +32,7 @@ from torch import Tensor
 
 from ..norms.conv_modes import mode_grid
 from ..norms.conv_symbol import bound_matrices, bound_pieces
+from ..norms.full_precision import full_precision
 from ..norms.linalg import gram_iteration_bound, start_vector
 from ..norms.operators import ConvGeometry
 from ..norms.power_state import WARMUP_TOL
@@ -80,6 +81,7 @@ class ConvSpectralNormalization(Constraint):
         super().__init__()
         self.n_iter, self.bound, self.soft = n_iter, float(bound), soft
         self.certified, self.gram_iter = certified, gram_iter
+        self.full_precision_map = certified  # else _top_pair and _sigma_grad guard themselves
         self.geometry = ConvGeometry.of(layer)
         raw = layer.weight
         self.weight_shape = tuple(raw.shape)
@@ -189,7 +191,7 @@ class ConvSpectralNormalization(Constraint):
         one stay valid."""
         # inference_mode(False): a training-mode forward under torch.inference_mode() must
         # still be able to differentiate here (u, v, w are ordinary tensors).
-        with normal_tensors(), torch.enable_grad(), autocast_off(u.device.type):
+        with normal_tensors(), torch.enable_grad(), autocast_off(u.device.type), full_precision(u.device.type):
             w = torch.zeros(self.weight_shape, dtype=u.dtype, device=u.device, requires_grad=True)
             (grad,) = torch.autograd.grad((u[None] * self.geometry.forward(v[None], w)).sum(), w)
         return grad
@@ -206,11 +208,12 @@ class ConvSpectralNormalization(Constraint):
         rounds - 1 thick restarts from its vectors (conv_refresh.py). No state change:
         the caller keeps or drops the results."""
         freq_vectors = torch.view_as_complex(self.freq_vectors.contiguous()) if self.freq_vectors.numel() else None
-        sigma, u, v, runners, freq_vectors = full_refresh(
-            self.geometry, self._shape, self._grid, w, self._carried(w), freq_vectors, depth)
-        for _ in range(rounds - 1):
-            sigma, u, v, runners = ritz_refresh(
-                self.geometry, self._shape, w, torch.cat([v[None], runners]), depth + RESTART_EXTRA_DEPTH)
+        with full_precision(w.device.type):  # norms/full_precision.py: TF32 made it wrong by factors
+            sigma, u, v, runners, freq_vectors = full_refresh(
+                self.geometry, self._shape, self._grid, w, self._carried(w), freq_vectors, depth)
+            for _ in range(rounds - 1):
+                sigma, u, v, runners = ritz_refresh(
+                    self.geometry, self._shape, w, torch.cat([v[None], runners]), depth + RESTART_EXTRA_DEPTH)
         freq_vectors = torch.view_as_real(freq_vectors).to(self.freq_vectors.dtype)
         return sigma, u, v, freq_vectors, as_dtype(runners, self.runner_vectors.dtype)
 

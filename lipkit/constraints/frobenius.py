@@ -15,6 +15,7 @@ class FrobeniusClip(Constraint):
     """W -> W / max(1, ||W||_F / max_norm) (zero stays zero: no division by ||W||)."""
 
     method = "frobenius"
+    full_precision_map = False  # a sum of squares: no conv or matmul to switch
 
     def __init__(self, max_norm: float = 1.0) -> None:
         super().__init__()

@@ -39,6 +39,7 @@ from .base import (
     cached_homogeneous,
     check_finite,
     compute_dtype,
+    full_precision,
     normal_tensors,
     normalize_by,
 )
@@ -86,6 +87,7 @@ class SpectralNormalization(Constraint):
         super().__init__()
         self.n_iter, self.bound, self.soft = n_iter, float(bound), soft
         self.dim, self.certified, self.gram_iter = dim, certified, gram_iter
+        self.full_precision_map = certified  # else only _top_pair needs it (it guards itself)
         dtype = compute_dtype(weight.dtype)
         matrix = weight_matrix(weight.detach(), dim).to(dtype)
         rows, cols = matrix.shape
@@ -100,7 +102,7 @@ class SpectralNormalization(Constraint):
         if not certified:
             # The exact top pair at registration (an SVD, once), so sigma is exact from the
             # first step; a power iteration from a fixed start can stall on a lower plateau.
-            with torch.no_grad():
+            with torch.no_grad(), full_precision(weight.device.type):
                 self.set_vectors(*exact_top_pair(matrix))
             self.mark_current(weight)
 
@@ -132,7 +134,7 @@ class SpectralNormalization(Constraint):
         eigenvectors of its smaller Gram: at most 128^2 * other side flops); a larger one
         Rayleigh-Ritz on the Krylov space of depth n_iter + 1 from the stored v."""
         check_finite(matrix)
-        with normal_tensors(), torch.no_grad():  # new vectors: normal tensors
+        with normal_tensors(), torch.no_grad(), full_precision(matrix.device.type):  # new vectors: normal tensors
             if min(matrix.shape) <= EXACT_SIDE:
                 return exact_top_pair(matrix)
             _, u, v = krylov_top_pair(lambda x: x @ matrix.T, lambda y: y @ matrix,

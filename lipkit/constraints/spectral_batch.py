@@ -35,6 +35,7 @@ import torch
 import torch.nn as nn
 
 from ..norms.batched_pairs import exact_top_pairs
+from ..norms.full_precision import full_precision
 from ..norms.measure import weight_matrix
 from .base import as_dtype, autocast_off, compute_dtype, normal_tensors
 from .spectral import EXACT_SIDE, SpectralNormalization, set_refreshed_ahead
@@ -99,7 +100,7 @@ def _refresh_batched(due: list[tuple[SpectralNormalization, torch.Tensor]]) -> N
         if len(members) < 2:
             continue  # nothing to batch: left to the layer's own refresh
         # full precision as the per-layer refresh (a bf16 Gram under autocast gave pairs ~1e-3 off)
-        with torch.no_grad(), normal_tensors(), autocast_off(device.type):
+        with torch.no_grad(), normal_tensors(), autocast_off(device.type), full_precision(device.type):
             pairs = exact_top_pairs([weight_matrix(as_dtype(raw.detach(), dtype), c.dim) for c, raw in members])
             if pairs is None:
                 continue  # a NaN / inf weight: each layer's own read names it (check_finite)
@@ -127,7 +128,7 @@ def refresh_ahead(model: nn.Module) -> Iterator[None]:
     _refresh_batched(due)  # the small matrices in one batch
     for c, raw in due:  # the rest (big, or alone): each its own refresh
         if c.weight_changed(raw):
-            c.refresh(raw)
+            c.refresh(raw)  # at full precision: its _top_pair switches
     saved = set_refreshed_ahead(True)
     try:
         yield

@@ -28,6 +28,8 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
+from ..norms.full_precision import full_precision
+
 
 class CayleyConv2d(nn.Module):
     """Orthogonal circular convolution on (N, in_channels, size, size) inputs."""
@@ -65,7 +67,9 @@ class CayleyConv2d(nn.Module):
             raise ValueError(f"CayleyConv2d expects inputs (N, {self.in_channels}, {self.size}, {self.size}), "
                              f"got {tuple(x.shape)}: its orthogonal filters are built for that size")
         x_hat = torch.fft.rfft2(x)  # (N, c_in, n, n/2+1)
-        y_hat = torch.einsum("hwoi,nihw->nohw", self.symbol().to(x_hat.dtype), x_hat)
+        with full_precision(x.device.type):  # an orthogonal symbol needs it (norms/full_precision.py)
+            symbol = self.symbol()
+        y_hat = torch.einsum("hwoi,nihw->nohw", symbol.to(x_hat.dtype), x_hat)
         y = torch.fft.irfft2(y_hat, s=(self.size, self.size))
         return y if self.bias is None else y + self.bias[:, None, None]
 

@@ -16,6 +16,7 @@ from torch import Tensor
 
 from .conv_symbol import build_symbol, symbol_plan
 from .dense_gram import certified_dense_norm, dense_gram_fits
+from .full_precision import at_full_precision
 from .linalg import (
     check_dense_size,
     dense_matrix,
@@ -68,6 +69,7 @@ def weight_matrix(weight: Tensor, dim: int = 0) -> Tensor:
     return weight.flatten(1) if weight.dim() > 2 else weight
 
 
+@at_full_precision
 def spectral_norm(weight: Tensor, n_iter: int | None = None, *, dim: int = 0) -> Tensor:
     """Largest singular value of `weight` reshaped to (shape[dim], -1).
 
@@ -90,6 +92,7 @@ def spectral_norm(weight: Tensor, n_iter: int | None = None, *, dim: int = 0) ->
     return (u[0] @ w @ v[0]).abs()
 
 
+@at_full_precision
 def operator_norm(
     layer: nn.Module,
     input_shape,

@@ -8,6 +8,7 @@ a 2-core CPU), and where the per-conv time went:
 Uses the torchvision shim of tests/torchvision_models.py.
 
     python benchmarks/bound_speed.py [--out benchmarks/results/bound_speed_cpu.md]
+    python benchmarks/bound_speed.py --device cuda --network-only   # issue 15's GPU target: < 1 s
 """
 from __future__ import annotations
 
@@ -55,15 +56,23 @@ def per_conv_rows() -> list[str]:
     return rows
 
 
-def network_rows() -> list[str]:
+def network_rows(device: str = "cpu") -> list[str]:
     models = torchvision_models()
     rows = []
-    for threads in (1, 2):
+    for threads in (1, 2) if device == "cpu" else (torch.get_num_threads(),):
         torch.set_num_threads(threads)
         torch.manual_seed(0)
-        model = models.resnet18().eval()
-        bound, seconds = timed(lambda: lk.lipschitz_bound(model, (3, 224, 224)).upper)
-        rows.append(f"| resnet18 | 3x224x224 | {threads} | {bound:.6g} | {seconds:.1f} |")
+        model = models.resnet18().eval().to(device)
+
+        def bound() -> float:
+            value = lk.lipschitz_bound(model, (3, 224, 224)).upper
+            if device.startswith("cuda"):
+                torch.cuda.synchronize()
+            return value
+        if device.startswith("cuda"):
+            bound()  # the first CUDA call pays the context and kernel loading
+        value, seconds = timed(bound)
+        rows.append(f"| resnet18 | 3x224x224 | {device} | {threads} | {value:.6g} | {seconds:.2f} |")
         print(rows[-1], flush=True)
     return rows
 
@@ -71,14 +80,17 @@ def network_rows() -> list[str]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", default=None, help="markdown here (default: print only)")
+    parser.add_argument("--device", default="cpu", help="where the whole-network bound runs (the per-conv rows: cpu)")
+    parser.add_argument("--network-only", action="store_true", help="skip the per-conv rows")
     args = parser.parse_args()
-    convs = per_conv_rows()
-    network = network_rows()
+    convs = [] if args.network_only else per_conv_rows()
+    network = network_rows(args.device)
     text = (f"Command: `python {' '.join(sys.argv)}` on {platform.machine()}, torch {torch.__version__}\n\n"
             "Per conv (1 thread; seconds to build the symbol, then each certified bound of its max):\n\n"
             "| conv | input | symbol (freqs, rows, cols) | symbol s | Gram iteration | limit + Cholesky | speed-up |\n"
             "|---|---|---|---|---|---|---|\n" + "\n".join(convs) + "\n\nWhole network, lk.lipschitz_bound (gram):\n\n"
-            "| model | input | threads | certified upper | seconds |\n|---|---|---|---|---|\n" + "\n".join(network) + "\n")
+            "| model | input | device | threads | certified upper | seconds |\n|---|---|---|---|---|---|\n"
+            + "\n".join(network) + "\n")
     if args.out:
         Path(args.out).write_text(text)
     print(text)

@@ -6,9 +6,9 @@ are TF32 BY DEFAULT (torch.backends.cudnn.conv.fp32_precision == "tf32"), and
 torch.set_float32_matmul_precision("high") turns it on for matmuls. A norm computed that
 way is wrong in its first digits, not its last: a conv-SN refresh (Rayleigh-Ritz on Krylov
 images, which must be linear in their inputs) with its conv operands truncated to TF32
-(emulated on CPU, 2026-12-01) normalized layers to 2-80x their bound right after
-registration and up to 1e12x after 20 steps, where full precision gives 2e-7 over. A
-certified bound must not rest on it either.
+(emulated on CPU, 2026-12-01) normalized layers to 1.9-79x their bound right after
+registration and up to 1e12x after 20 steps, where full precision gives <= 9e-7 over
+(benchmarks/tf32_emulation.py). A certified bound must not rest on it either.
 
 So every refresh of a constraint's state, every constraint map (its certified bound, AOL's
 rescaling, Bjorck's iteration) and every public norm / bound (lk.spectral_norm,

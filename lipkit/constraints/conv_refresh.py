@@ -67,7 +67,8 @@ UPDATE_ROUNDS = 2
 # right-edge mode (60% of its energy in the last column) that the start space held only 17%
 # of. 6 reflect / replicate layers x 12 seeds x 40 steps (1 thread; every step's weight, the
 # Lanczos oracle): two rounds worst 2.1e-4, three 5.8e-6, two with 14 runners-up 7.6e-5; border
-# strips' top vectors as extra starts 2.1e-4 (2026-12-01).
+# strips' top vectors as extra starts 2.1e-4 (2026-12-01); three rounds on 2 threads 6.3e-6. It
+# costs such a layer's critic step 1.22-1.24x (benchmarks/border_rounds_cost.py).
 BORDER_UPDATE_ROUNDS = 3
 # The second round restarts from the first's top Ritz vectors (v and the RUNNERS_UP) alone,
 # RESTART_EXTRA_DEPTH Krylov blocks deeper, instead of a second full refresh (which re-ranked

@@ -84,10 +84,10 @@ def test_refreshes_run_at_full_precision_and_the_model_at_the_user_s(lowered, mo
     monkeypatch.setattr(operators.ConvGeometry, "forward", recording_forward)
     monkeypatch.setattr(spectral_batch, "exact_top_pairs", recorder("batched eigh", spectral_batch.exact_top_pairs))
     monkeypatch.setattr(spectral, "exact_top_pair", recorder("one layer's eigh", spectral.exact_top_pair))
-    for cls, name in ((spectral.SpectralNormalization, "certified reshape"), (conv_sn.ConvSpectralNormalization,
-                      "certified conv"), (aol.AOLRescaling, "aol")):
-        monkeypatch.setattr(cls, "_gram_bound" if "certified" in name else "constrained",
-                            recorder(name, getattr(cls, "_gram_bound" if "certified" in name else "constrained")))
+    for cls, method, name in ((spectral.SpectralNormalization, "_gram_bound", "certified reshape"),
+                              (conv_sn.ConvSpectralNormalization, "_gram_bound", "certified conv"),
+                              (aol.AOLRescaling, "constrained", "aol")):
+        monkeypatch.setattr(cls, method, recorder(name, getattr(cls, method)))
     torch.manual_seed(0)
     conv = nn.Conv2d(2, 4, 3, 1, 1)
     conv.register_forward_hook(lambda *_: seen.setdefault("model conv", set()).add(BACKENDS.mkldnn.conv.fp32_precision))

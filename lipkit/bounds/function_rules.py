@@ -24,8 +24,10 @@ import torch
 import torch.fx as fx
 import torch.nn.functional as F
 
-from .layer_rules import UnsupportedLayerError
+from .layer_rules import MISH_SLOPE, SILU_SLOPE, UnsupportedLayerError
+from .padding import pad_constant
 from .pooling import adaptive_avg_constant, adaptive_max_constant, mean_constant
+from .probe import recorded_pad
 
 Lip = Callable[[Any], "float | None"]
 
@@ -45,8 +47,8 @@ SHAPE_QUERIES = {"size", "dim", "numel", "ndimension", builtins.len}  # and geta
 ACTIVATIONS = {  # elementwise functions and their Lipschitz constants (None: read the arguments)
     F.relu: 1.0, torch.relu: 1.0, "relu": 1.0, "relu_": 1.0, torch.tanh: 1.0, "tanh": 1.0, F.tanh: 1.0,
     torch.sigmoid: 0.25, "sigmoid": 0.25, F.sigmoid: 0.25, F.elu: None, F.leaky_relu: None,
-    F.gelu: 1.1290, F.silu: 1.0998, F.softplus: 1.0, F.hardtanh: 1.0, F.relu6: 1.0, F.hardswish: 1.5,
-    F.hardsigmoid: 1 / 6,
+    F.gelu: 1.1290, F.silu: SILU_SLOPE, F.softplus: 1.0, F.hardtanh: 1.0, F.relu6: 1.0, F.hardswish: 1.5,
+    F.hardsigmoid: 1 / 6, F.mish: MISH_SLOPE,
 }
 CAT = {torch.cat, torch.stack, torch.concat}
 ADAPTIVE_AVG = {F.adaptive_avg_pool1d, F.adaptive_avg_pool2d, F.adaptive_avg_pool3d}
@@ -108,6 +110,8 @@ def function_rule(node: fx.Node, lip: Lip) -> float | None:
         return math.sqrt(sum(lip(n) ** 2 for n in dependent))
     if fn in ADAPTIVE_AVG or fn in ADAPTIVE_MAX or fn in MEAN:
         return _pooling(node, lip, dependent)
+    if fn is F.pad:
+        return _pad(node, lip, dependent)
     name = getattr(fn, "__name__", fn)
     raise UnsupportedLayerError(
         f"no Lipschitz rule for the operation {name!r} in {node.format_node()}. Use a module "
@@ -188,6 +192,22 @@ def _pooling(node: fx.Node, lip: Lip, dependent: list[fx.Node]) -> float:
         raise UnsupportedLayerError(f"{node.format_node()}: {err}") from None
 
 
+def _pad(node: fx.Node, lip: Lip, dependent: list[fx.Node]) -> float:
+    """F.pad(x, pad, mode, value): the exact constant of padding.py at the amounts the probe
+    run passed (so amounts computed from x.size() are read too). The fill value only shifts
+    the output, but it must not depend on the input."""
+    x = node.args[0]
+    if len(dependent) != 1 or dependent[0] is not x:
+        raise UnsupportedLayerError(f"{node.format_node()}: only the padded tensor may depend on the input")
+    options = {**dict(zip(("pad", "mode", "value"), node.args[1:])), **node.kwargs}
+    if len(node.args) > 4 or set(options) - {"pad", "mode", "value"}:
+        raise UnsupportedLayerError(f"unsupported arguments in {node.format_node()}: read are pad, mode, value")
+    try:
+        return pad_constant(x.meta["lipkit_shape"][1:], recorded_pad(node), options.get("mode")) * lip(x)
+    except ValueError as err:
+        raise UnsupportedLayerError(f"{node.format_node()}: {err}") from None
+
+
 def _activation(node: fx.Node, lip: Lip, dependent: list[fx.Node]) -> float:
     fn = node.target
     if len(dependent) != 1 or dependent[0] is not node.args[0]:
@@ -196,7 +216,7 @@ def _activation(node: fx.Node, lip: Lip, dependent: list[fx.Node]) -> float:
     if fn is F.leaky_relu:
         c = max(1.0, abs(node.kwargs.get("negative_slope", node.args[1] if len(node.args) > 1 else 0.01)))
     elif fn is F.elu:
-        c = max(1.0, node.kwargs.get("alpha", node.args[1] if len(node.args) > 1 else 1.0))
+        c = max(1.0, abs(node.kwargs.get("alpha", node.args[1] if len(node.args) > 1 else 1.0)))  # slope alpha e^x
     return c * lip(node.args[0])
 
 

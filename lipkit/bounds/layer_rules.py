@@ -24,7 +24,14 @@ from ..layers import CayleyConv2d, GroupSort
 from ..norms.linalg import certified_top_singular_value
 from ..norms.measure import conv_gram_norm, operator_norm
 from ..norms.operators import BATCHNORM, CONV, CONV_TRANSPOSE, IDENTITY_LIKE, as_input_shape
+from .padding import PAD_MODULES, pad_constant
 from .pooling import adaptive_avg_constant, adaptive_max_constant
+
+# Largest slopes, rounded up (tests/test_bounds_activations.py checks every activation constant
+# against the largest |f'| on a dense grid). Until 2026-12-01 Mish was certified as 1.0 and SiLU as
+# 1.0998 (rounded down): bounds too small by up to 8.8% and 4e-5 per such activation.
+MISH_SLOPE = 1.0885  # 1.08849816 at x = 1.4906
+SILU_SLOPE = 1.0999  # 1.09983932 at x = 2.3994
 
 
 class UnsupportedLayerError(TypeError):
@@ -106,10 +113,12 @@ def _constant(value: float, how: str):
 
 
 # Activations applied elementwise with |f'| <= c are c-Lipschitz.
-for _cls in (nn.ReLU, nn.ReLU6, nn.Tanh, nn.Hardtanh, nn.Softplus, nn.Softsign, nn.Mish):
+for _cls in (nn.ReLU, nn.ReLU6, nn.Tanh, nn.Hardtanh, nn.Softplus, nn.Softsign):
     layer_bound.register(_cls)(_constant(1.0, "activation, |f'| <= 1"))
+# Mish's slope exceeds 1 (it was registered as 1.0 until 2026-12-01: an unsound bound)
+layer_bound.register(nn.Mish)(_constant(MISH_SLOPE, f"mish, max f' = {MISH_SLOPE}"))
 layer_bound.register(nn.Sigmoid)(_constant(0.25, "sigmoid, |f'| <= 1/4"))
-layer_bound.register(nn.SiLU)(_constant(1.0998, "silu, max f' = 1.0998"))
+layer_bound.register(nn.SiLU)(_constant(SILU_SLOPE, f"silu, max f' = {SILU_SLOPE}"))
 layer_bound.register(nn.GELU)(_constant(1.1290, "gelu, max f' = 1.1290"))
 layer_bound.register(nn.Softmax)(_constant(1.0, "softmax is 1-Lipschitz"))
 layer_bound.register(nn.Hardswish)(_constant(1.5, "hardswish, max f' = 1.5 (x = 3)"))
@@ -129,6 +138,15 @@ def _cayley(layer, input_shape, method):
 
 for _cls in (*IDENTITY_LIKE, nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d):
     layer_bound.register(_cls)(_constant(1.0, "identity (eval)"))
+
+
+def _padding(layer, input_shape, method):
+    return LayerRule(pad_constant(tuple(input_shape), tuple(layer.padding), PAD_MODULES[type(layer)]),
+                     "exact (sqrt of the most copies of one entry)")
+
+
+for _cls in PAD_MODULES:
+    layer_bound.register(_cls)(_padding)
 
 
 @layer_bound.register(nn.AdaptiveAvgPool1d)
@@ -154,7 +172,8 @@ def _leaky(layer, input_shape, method):
 
 @layer_bound.register(nn.ELU)
 def _elu(layer, input_shape, method):
-    return LayerRule(max(1.0, layer.alpha), "elu, max(1, alpha)")
+    # for x < 0 the slope is alpha e^x: |alpha| bounds it, whatever alpha's sign
+    return LayerRule(max(1.0, abs(layer.alpha)), "elu, max(1, |alpha|)")
 
 
 @layer_bound.register(nn.MaxPool1d)

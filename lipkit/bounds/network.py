@@ -32,36 +32,12 @@ from ..train_mode import MODE_DEPENDENT, describe, layers_in_train_mode
 from .function_rules import function_rule, in_place_target, operand_nodes, write_in_place
 from .layer_rules import LayerRule, UnsupportedLayerError, has_layer_bound, layer_bound
 from .merges import chain_rule, linear_chains
+from .probe import probe_shapes, sample_shape
 from .residuals import Residual, linear_residuals, residual_rule
 from .result import LayerRow, LipschitzBound
 from .segments import tighten
 
 BOUND_METHODS = ("gram", "exact", "segments")
-# The graph is probed at two batch sizes: a value whose leading dim does not follow the
-# batch size mixes samples (e.g. x - x.mean(0)) and has no per-sample Lipschitz constant.
-_PROBE_BATCHES = ("lipkit_shape", 2), ("lipkit_shape_alt", 3)
-
-class _ShapeRecorder(fx.Interpreter):
-    """Runs the graph once on a probe batch and records every tensor value's shape."""
-
-    def __init__(self, gm: fx.GraphModule, key: str):
-        super().__init__(gm)
-        self.key = key
-        self.extra_traceback = False  # our message already names the layer
-
-    def run_node(self, n: fx.Node):
-        try:
-            result = super().run_node(n)
-        except RuntimeError as err:
-            what = (f"layer {n.target!r} ({self.module.get_submodule(n.target)})"
-                    if n.op == "call_module" else n.format_node())
-            first_line = str(err).split("\n")[0]  # fx appends its own traceback notes
-            raise ValueError(f"does not fit {what}: {first_line}") from None
-        if isinstance(result, torch.Tensor):
-            n.meta[self.key] = tuple(result.shape)
-        return result
-
-
 class _Tracer(fx.Tracer):
     """Stop at every module that has a registered bound (constrained layers included)."""
 
@@ -120,13 +96,7 @@ def lipschitz_bound(model: nn.Module, input_shape, method: str = "gram", *, merg
                 f".forward takes {len(placeholders)} ({', '.join(n.name for n in placeholders)})"
             )
         with torch.no_grad():
-            for key, batch in _PROBE_BATCHES:
-                probe = torch.zeros((batch, *shape), dtype=param.dtype if param is not None else torch.float32,
-                                    device=param.device if param is not None else "cpu")
-                try:
-                    _ShapeRecorder(gm, key).run(probe)
-                except ValueError as err:
-                    raise ValueError(f"input_shape {shape}: {err}") from None
+            probe_shapes(gm, shape, param)
             layer_method = "gram" if method == "segments" else method
             _walk(gm, layer_method, problems := [])  # every refusal first, in one error, before any norm
             if problems:
@@ -137,20 +107,10 @@ def lipschitz_bound(model: nn.Module, input_shape, method: str = "gram", *, merg
             layers = sum(n.op == "call_module" for n in gm.graph.nodes)
             with tqdm(total=layers, disable=not progress, desc="layers", leave=False, dynamic_ncols=True) as bar:
                 result = _walk(gm, layer_method, chains=chains, residuals=residuals, advance=bar.update)
-            return tighten(gm, result, _sample_shape, shape) if method == "segments" else result
+            return tighten(gm, result, sample_shape, shape) if method == "segments" else result
     finally:
         for m, training in modes.items():
             m.train(training)
-
-
-def _sample_shape(node: fx.Node) -> tuple[int, ...] | None:
-    (key_a, batch_a), (key_b, batch_b) = _PROBE_BATCHES
-    a, b = node.meta.get(key_a), node.meta.get(key_b)
-    if a is None:
-        return None
-    if len(a) == 0 or a[0] != batch_a or b is None or len(b) == 0 or b[0] != batch_b or a[1:] != b[1:]:
-        raise ValueError(f"operation {node.format_node()} mixes the samples of a batch")
-    return a[1:]
 
 
 def _walk(gm: fx.GraphModule, method: str, problems: list[tuple[str, str]] | None = None,
@@ -193,7 +153,7 @@ def _walk(gm: fx.GraphModule, method: str, problems: list[tuple[str, str]] | Non
         else:
             try:
                 if "lipkit_shape" in node.meta:
-                    _sample_shape(node)  # refuses values that mix the samples of a batch
+                    sample_shape(node)  # refuses values that mix the samples of a batch
                 lip[node] = function_rule(node, lip.get)
                 target = in_place_target(node)
                 if target is not None:
@@ -250,7 +210,7 @@ def _module_rule(node: fx.Node, layer: nn.Module, lip: dict, method: str) -> lis
     if not dependent:  # applied to a constant: the result is a constant too
         lip[node] = None
         return []
-    in_shape = _sample_shape(dependent[0])
+    in_shape = sample_shape(dependent[0])
     rule = layer_bound(layer, in_shape, method)
     lip[node] = rule.bound * lip[dependent[0]]
     if getattr(layer, "inplace", False) and rule.bound > 1:  # nn.Hardswish(inplace=True) writes into its input:
@@ -267,7 +227,7 @@ def _chain_rule(chain: list[fx.Node], modules: dict, lip: dict, method: str) -> 
         lip[last] = None
         return []
     layers = [modules[n.target] for n in chain]
-    shapes = [_sample_shape(source)] + [_sample_shape(n) for n in chain]
+    shapes = [sample_shape(source)] + [sample_shape(n) for n in chain]
     rule = chain_rule(layers, shapes, method)
     lip[last] = rule.bound * lip[source]
     return [LayerRow("+".join(n.target for n in chain), "+".join(type(m).__name__ for m in layers), shapes[0],
@@ -279,7 +239,7 @@ def _residual_rule(node: fx.Node, res: Residual, modules: dict, lip: dict, metho
     if lip.get(res.source) is None:  # a constant in, a constant out
         lip[node] = None
         return []
-    shape = _sample_shape(res.source)
+    shape = sample_shape(res.source)
     rule = residual_rule(res, modules, shape, method)
     lip[node] = rule.bound * lip[res.source]
     return [LayerRow(f"{node.name} (residual: {'+'.join(n.target for n in res.branch)})",

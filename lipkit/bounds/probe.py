@@ -1,0 +1,70 @@
+"""What the traced graph computes at the bound's input shape, found by running it on probe
+batches: every tensor value's shape (one sample's, checked to follow the batch size), and
+the concrete amounts of each F.pad call (often computed from x.size(), as in U-Nets)."""
+from __future__ import annotations
+
+import torch
+import torch.fx as fx
+import torch.nn.functional as F
+
+# The graph is probed at two batch sizes: a value whose leading dim does not follow the
+# batch size mixes samples (e.g. x - x.mean(0)) and has no per-sample Lipschitz constant.
+PROBE_BATCHES = ("lipkit_shape", 2), ("lipkit_shape_alt", 3)
+
+
+class ShapeRecorder(fx.Interpreter):
+    """Runs the graph once on a probe batch and records every tensor value's shape, and the
+    pad amounts each F.pad call received (under `key` + "_pad")."""
+
+    def __init__(self, gm: fx.GraphModule, key: str):
+        super().__init__(gm)
+        self.key = key
+        self.extra_traceback = False  # our message already names the layer
+
+    def run_node(self, n: fx.Node):
+        try:
+            result = super().run_node(n)
+        except RuntimeError as err:
+            what = (f"layer {n.target!r} ({self.module.get_submodule(n.target)})"
+                    if n.op == "call_module" else n.format_node())
+            first_line = str(err).split("\n")[0]  # fx appends its own traceback notes
+            raise ValueError(f"does not fit {what}: {first_line}") from None
+        if isinstance(result, torch.Tensor):
+            n.meta[self.key] = tuple(result.shape)
+        if n.op == "call_function" and n.target is F.pad:
+            args, kwargs = self.fetch_args_kwargs_from_env(n)
+            n.meta[self.key + "_pad"] = kwargs["pad"] if "pad" in kwargs else args[1]
+        return result
+
+
+def probe_shapes(gm: fx.GraphModule, shape: tuple[int, ...], like: torch.Tensor | None) -> None:
+    """Run `gm` on zero batches of samples of `shape` (dtype and device of `like`, a parameter)."""
+    for key, batch in PROBE_BATCHES:
+        probe = torch.zeros((batch, *shape), dtype=like.dtype if like is not None else torch.float32,
+                            device=like.device if like is not None else "cpu")
+        try:
+            ShapeRecorder(gm, key).run(probe)
+        except ValueError as err:
+            raise ValueError(f"input_shape {shape}: {err}") from None
+
+
+def sample_shape(node: fx.Node) -> tuple[int, ...] | None:
+    """One sample's shape of a tensor node (None for non-tensors); ValueError when the node's
+    leading dim does not follow the batch size."""
+    (key_a, batch_a), (key_b, batch_b) = PROBE_BATCHES
+    a, b = node.meta.get(key_a), node.meta.get(key_b)
+    if a is None:
+        return None
+    if len(a) == 0 or a[0] != batch_a or b is None or len(b) == 0 or b[0] != batch_b or a[1:] != b[1:]:
+        raise ValueError(f"operation {node.format_node()} mixes the samples of a batch")
+    return a[1:]
+
+
+def recorded_pad(node: fx.Node) -> tuple:
+    """The pad amounts an F.pad node received, the same at both probes (ValueError otherwise:
+    amounts that follow the batch size)."""
+    (key_a, _), (key_b, _) = PROBE_BATCHES
+    a, b = node.meta.get(key_a + "_pad"), node.meta.get(key_b + "_pad")
+    if a is None or tuple(a) != tuple(b):
+        raise ValueError(f"the pad amounts differ with the batch size ({a} vs {b})")
+    return tuple(a)

@@ -170,3 +170,35 @@ def test_inplace_on_a_view_is_refused() -> None:
 
     with pytest.raises(lk.UnsupportedLayerError, match="in-place"):
         lk.lipschitz_bound(Forward(on_view).eval(), SHAPE)
+
+
+class Scaled(nn.Linear):
+    """A Linear subclass whose forward does more than Linear's (as a LoRA layer does)."""
+
+    def forward(self, x):
+        return super().forward(x) * 10
+
+
+class Standardized(nn.Conv2d):
+    """A conv that standardizes its weight in forward (timm's StdConv2d does)."""
+
+    def forward(self, x):
+        w = (self.weight - self.weight.mean((1, 2, 3), keepdim=True)) / self.weight.std((1, 2, 3), keepdim=True)
+        return self._conv_forward(x, w, self.bias)
+
+
+class Renamed(nn.Conv2d):
+    """A subclass that keeps Conv2d's forward: Conv2d's rule describes it."""
+
+
+def test_a_subclass_that_overrides_forward_does_not_inherit_its_base_s_rule() -> None:
+    """The rule registered for Linear once bounded Scaled as a Linear: 10x too small."""
+    torch.manual_seed(0)
+    for model, shape, base in [(nn.Sequential(nn.Flatten(), Scaled(72, 5)), SHAPE, "Linear"),
+                               (Scaled(4, 3), (4,), "Linear"), (nn.Sequential(Standardized(2, 3, 3)), SHAPE, "Conv2d")]:
+        name = type(model[-1] if isinstance(model, nn.Sequential) else model).__name__
+        expected = rf"(?s){name} \(overrides {base}.forward.*register_layer_bound\({name}\)"
+        with pytest.raises(lk.UnsupportedLayerError, match=expected):
+            lk.lipschitz_bound(model.double().eval(), shape)
+    renamed = nn.Sequential(Renamed(2, 3, 3, padding=1)).double().eval()
+    assert lk.lipschitz_bound(renamed, SHAPE, "exact").upper == pytest.approx(true_constant(renamed, SHAPE), rel=1e-6)

@@ -60,8 +60,31 @@ def register_layer_bound(cls: type):
     return layer_bound.register(cls)
 
 
+def rule_class(cls: type) -> type | None:
+    """The nearest class in cls's MRO with a registered rule (None: none is registered)."""
+    return next((c for c in cls.__mro__ if c is not object and c in layer_bound.registry), None)
+
+
+def overridden_base(cls: type) -> type | None:
+    """The class whose rule cls would inherit, when cls (or a class between them) overrides
+    that class's forward: the inherited rule would ignore what the override does (a Linear
+    subclass whose forward adds a LoRA branch, a conv that standardizes its weight first)."""
+    base = rule_class(cls)
+    return base if base is not None and base is not cls and cls.forward is not base.forward else None
+
+
 def has_layer_bound(cls: type) -> bool:
-    return layer_bound.dispatch(cls) is not layer_bound.dispatch(object)
+    """Whether a registered rule describes cls's forward (its own, or an ancestor's that cls
+    does not override)."""
+    return rule_class(cls) is not None and overridden_base(cls) is None
+
+
+def unbounded_kind(cls: type) -> str:
+    """How an unsupported layer type is named in the error: its name, and why when it
+    inherits a rule that does not apply."""
+    base = overridden_base(cls)
+    return cls.__name__ + (f" (overrides {base.__name__}.forward, so {base.__name__}'s bound does not describe it)"
+                           if base is not None else "")
 
 
 @layer_bound.register(nn.Linear)

@@ -30,7 +30,7 @@ from ..norms.measure import spectral_norm
 from ..norms.operators import CONV_TRANSPOSE, as_input_shape
 from ..train_mode import MODE_DEPENDENT, describe, layers_in_train_mode
 from .function_rules import function_rule, in_place_target, operand_nodes, write_in_place
-from .layer_rules import LayerRule, UnsupportedLayerError, has_layer_bound, layer_bound
+from .layer_rules import LayerRule, UnsupportedLayerError, has_layer_bound, layer_bound, rule_class, unbounded_kind
 from .merges import chain_rule, linear_chains
 from .probe import probe_shapes, sample_shape
 from .residuals import Residual, linear_residuals, residual_rule
@@ -42,11 +42,11 @@ class _Tracer(fx.Tracer):
     """Stop at every module that has a registered bound (constrained layers included)."""
 
     def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
-        return has_layer_bound(type(m)) or super().is_leaf_module(m, qualname)
+        return rule_class(type(m)) is not None or super().is_leaf_module(m, qualname)  # (overrides refused later)
 
 
 def _trace(model: nn.Module) -> fx.GraphModule:
-    if has_layer_bound(type(model)):  # fx never treats the root as a leaf: a bare nn.Linear would be
+    if rule_class(type(model)) is not None:  # fx never treats the root as a leaf: a bare nn.Linear would be
         model = nn.Sequential(OrderedDict(model=model))  # traced into F.linear, which has no rule
     try:
         graph = _Tracer().trace(model)
@@ -173,7 +173,7 @@ def _check_module(node: fx.Node, layer: nn.Module, lip: dict, problems: list[tup
     if len(dependent) > 1:
         problems.append((f"{type(layer).__name__} called with several input-dependent arguments", node.target))
     elif dependent and not has_layer_bound(type(layer)):
-        problems.append((type(layer).__name__, node.target))
+        problems.append((unbounded_kind(type(layer)), node.target))
 
 
 def _operation_problem(node: fx.Node, err: Exception) -> str:
@@ -190,7 +190,7 @@ def _unsupported_message(model: str, problems: list[tuple[str, str]]) -> str:
         where.setdefault(kind, []).append(name)
     lines = [f"{kind} (at {', '.join(map(repr, names[:3]))}{f' and {len(names) - 3} more' if len(names) > 3 else ''})"
              for kind, names in where.items()]
-    layers = [kind for kind in where if not kind.startswith("operation ") and " " not in kind]
+    layers = [kind.split(" (")[0] for kind in where if not kind.startswith("operation ") and " called with " not in kind]
     hint = ""
     if layers:
         hint = (f"\nRegister a bound for each layer type (lipkit.register_layer_bound), e.g.\n"

@@ -12,6 +12,7 @@ import math
 import pytest
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 from torch.nn.utils import parametrize
 
 import lipkit.constraints as lc
@@ -553,3 +554,32 @@ def test_non_real_float_weights_are_a_one_line_error(dtype, method) -> None:
     with pytest.raises(ValueError, match=f"{dtype} weight; lk.constrain needs real floating-point weights"):
         lc.constrain(nn.Sequential(layer), method)
     assert not list(lc.constraints_of(layer))  # nothing attached
+
+
+class PaddedScaled(nn.Conv2d):
+    """A conv whose forward reflect-pads and rescales on its own (not Conv2d's map)."""
+
+    def forward(self, x):
+        return self._conv_forward(F.pad(x, (1, 1, 1, 1), mode="reflect"), self.weight, self.bias) * 3
+
+
+class KeepsForward(nn.Conv2d):
+    """A subclass with Conv2d's own forward."""
+
+
+@pytest.mark.parametrize("method,options", [("spectral", {"operator": "conv"}),
+                                            ("spectral", {"operator": "conv", "certified": True}), ("aol", {})])
+def test_operator_bounds_refuse_a_layer_that_overrides_forward(method, options):
+    """Once accepted: the conv-SN layer above had true norm 3.99 (dense Jacobian) for bound 1.
+    A subclass that keeps Conv2d's forward is constrained, and its bound holds."""
+    model = nn.Sequential(PaddedScaled(2, 3, 3))
+    with pytest.raises(ValueError, match=r"'0' \(PaddedScaled\) overrides Conv2d.forward.*where="):
+        lc.constrain(model, method, **options)
+    assert not hasattr(model[0], "parametrizations")  # nothing attached
+    kept = lc.constrain(nn.Sequential(KeepsForward(2, 3, 3, padding=1)), method, **options).double()
+    kept(torch.randn(2, 2, 6, 6, dtype=torch.float64))
+    kept.eval()
+    x = torch.zeros(1, 2, 6, 6, dtype=torch.float64)
+    jac = torch.autograd.functional.jacobian(lambda t: kept(t).reshape(-1), x).reshape(-1, x.numel())
+    assert float(torch.linalg.matrix_norm(jac, ord=2)) <= 1.0 + 1e-3
+    lc.constrain(nn.Sequential(PaddedScaled(2, 3, 3)), "spectral")  # reshape SN bounds the weight: allowed

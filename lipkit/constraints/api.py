@@ -21,7 +21,7 @@ from torch.nn.utils import parametrize
 
 from ..where import Where, select
 from .base import Constraint, check_finite
-from .options import build_constraint, resolve_options, supported_layers
+from .options import WEIGHT_LAYERS, build_constraint, resolve_options, supported_layers
 from .spectral_batch import add_refresh_hook, remove_refresh_hook
 
 PROJECTIONS = "lipkit_projections"  # attribute holding project-mode constraints on a layer
@@ -74,6 +74,7 @@ def constrain(
     for name, layer in chosen:  # refuse before changing anything: all or nothing
         _check_unconstrained(name or "<root>", layer)
         _check_real_weight(name or "<root>", layer)
+        _check_own_forward(name or "<root>", layer, method, resolved)
     built = [(layer, build_constraint(method, name, layer, resolved)) for name, layer in chosen]
     for layer, constraint in built:
         _attach(layer, constraint, mode)
@@ -232,6 +233,21 @@ def _check_real_weight(name: str, layer: nn.Module) -> None:
                          "floating-point weights (float16, bfloat16, float32 or float64)")
     check_finite(layer.weight.detach(), f"layer {name!r} ({type(layer).__name__})'s weight",
                  "constraining it would give NaN outputs: reinitialize or reload the layer first")
+
+
+def _check_own_forward(name: str, layer: nn.Module, method: str, options: dict[str, Any]) -> None:
+    # AOL, Bjorck and operator="conv" promise a bound on the map the layer's forward computes,
+    # and compute it as nn.Linear's / nn.ConvNd's map: a subclass that overrides forward (a conv
+    # that pads or rescales on its own, a LoRA Linear) computes another map, which a conv-SN
+    # layer was seen to take to 3.99x its bound.
+    if not (method in ("aol", "bjorck") or (method == "spectral" and options.get("operator") == "conv")):
+        return
+    base = next((c for c in type(layer).__mro__ if c in WEIGHT_LAYERS), None)
+    if base is not None and type(layer).forward is not base.forward:
+        raise ValueError(
+            f"layer {name!r} ({type(layer).__name__}) overrides {base.__name__}.forward, so method {method!r} cannot "
+            f"bound its map (it bounds {base.__name__}'s): leave it out with where=..., or constrain the plain "
+            f"{base.__name__} layers it is built from")
 
 
 def _check_unconstrained(name: str, layer: nn.Module) -> None:

@@ -202,3 +202,19 @@ def test_a_subclass_that_overrides_forward_does_not_inherit_its_base_s_rule() ->
             lk.lipschitz_bound(model.double().eval(), shape)
     renamed = nn.Sequential(Renamed(2, 3, 3, padding=1)).double().eval()
     assert lk.lipschitz_bound(renamed, SHAPE, "exact").upper == pytest.approx(true_constant(renamed, SHAPE), rel=1e-6)
+
+
+@pytest.mark.filterwarnings("ignore:Implicit dimension choice for softmax")  # torch's, for the dim=None case
+def test_softmax_over_the_batch_is_refused_and_over_a_sample_dim_is_sound() -> None:
+    """nn.Softmax(dim=0), or dim=None on a 3-D batch (torch then picks dim 0), normalizes
+    across the samples of a batch: no per-sample constant; it was bounded as 1-Lipschitz."""
+    for model, shape in [(nn.Sequential(nn.Linear(4, 4), nn.Softmax(dim=0)), (4,)),
+                         (nn.Sequential(nn.Linear(4, 4), nn.Unflatten(1, (2, 2)), nn.Softmax()), (4,))]:
+        with pytest.raises(lk.UnsupportedLayerError, match="mixes the samples of a batch"):
+            lk.lipschitz_bound(model.eval(), shape)
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 6), nn.Unflatten(1, (2, 3)), nn.Softmax(dim=-1)).double().eval()
+    gen = torch.Generator().manual_seed(1)
+    dense = max(float(torch.linalg.matrix_norm(torch.autograd.functional.jacobian(model, x[None]).reshape(6, 4), ord=2))
+                for x in torch.randn(32, 4, generator=gen, dtype=torch.float64) * 3)
+    assert lk.lipschitz_bound(model, (4,)).upper >= dense

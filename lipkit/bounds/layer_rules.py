@@ -143,11 +143,21 @@ layer_bound.register(nn.Mish)(_constant(MISH_SLOPE, f"mish, max f' = {MISH_SLOPE
 layer_bound.register(nn.Sigmoid)(_constant(0.25, "sigmoid, |f'| <= 1/4"))
 layer_bound.register(nn.SiLU)(_constant(SILU_SLOPE, f"silu, max f' = {SILU_SLOPE}"))
 layer_bound.register(nn.GELU)(_constant(1.1290, "gelu, max f' = 1.1290"))
-layer_bound.register(nn.Softmax)(_constant(1.0, "softmax is 1-Lipschitz"))
 layer_bound.register(nn.Hardswish)(_constant(1.5, "hardswish, max f' = 1.5 (x = 3)"))
 layer_bound.register(nn.Hardsigmoid)(_constant(1 / 6, "hardsigmoid, |f'| <= 1/6"))
 # (FullSort is a GroupSort subclass: the same rule)
 layer_bound.register(GroupSort)(_constant(1.0, "sorting: a permutation, 1-Lipschitz and norm-preserving"))
+
+
+@layer_bound.register(nn.Softmax)
+def _softmax(layer, input_shape, method):
+    ndim = len(input_shape) + 1  # with the batch dim
+    dim = layer.dim if layer.dim is not None else (0 if ndim in (0, 1, 3) else 1)  # torch's implicit choice
+    if dim % ndim == 0:
+        chosen = "; dim=None chose it" if layer.dim is None else ""
+        raise UnsupportedLayerError(f"{layer}: softmax over dim 0 (the batch{chosen}) mixes the samples of a batch: "
+                                    "give dim= a dimension of one sample")
+    return LayerRule(1.0, "softmax is 1-Lipschitz (||diag(p) - p p^T|| <= max p)")
 
 
 @layer_bound.register(CayleyConv2d)

@@ -54,6 +54,12 @@ def inplace_add_alpha(m, x):
     return y
 
 
+def inplace_then_view(m, x):
+    y = m.conv(x)
+    y.add_(x, alpha=7)
+    return y.flatten(1)  # a view taken after the write reads the new values
+
+
 def inplace_iadd(m, x):
     y = m.conv(x)
     y += 3 * x
@@ -130,7 +136,7 @@ def unbind_rows(m, x):
     return rows[0] + 2.0 * rows[5]
 
 
-FORMS = [add_alpha, sub_alpha, method_add_alpha, inplace_add_alpha, inplace_iadd, inplace_mul, global_context,
+FORMS = [add_alpha, sub_alpha, method_add_alpha, inplace_add_alpha, inplace_then_view, inplace_iadd, inplace_mul, global_context,
          broadcast_channels, broadcast_rows, broadcast_both, repeated_operand, repeated_in_cat, slices,
          view_with_size, reshape_with_shape, flatten_residual, scale_and_divide, chunk_and_cat, channel_split_shuffle,
          unbind_rows]
@@ -168,8 +174,15 @@ def test_inplace_on_a_view_is_refused() -> None:
         top.add_(x[:, :, :3], alpha=5)
         return y
 
-    with pytest.raises(lk.UnsupportedLayerError, match="in-place"):
-        lk.lipschitz_bound(Forward(on_view).eval(), SHAPE)
+    def view_before_write(m, x):
+        y = m.conv(x)
+        flat = y.flatten(1)  # taken before the write: its values change through y
+        y.mul_(5)
+        return flat
+
+    for fn in (on_view, view_before_write):
+        with pytest.raises(lk.UnsupportedLayerError, match="in-place"):
+            lk.lipschitz_bound(Forward(fn).eval(), SHAPE)
 
 
 class Scaled(nn.Linear):

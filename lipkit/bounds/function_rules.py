@@ -8,8 +8,9 @@ guessed. In particular:
 - a + alpha * b (torch.add / sub and their methods, in-place included) reads alpha;
 - a broadcast operand is replicated: an input-dependent tensor broadcast to m times its
   size contributes sqrt(m) L (a 1x1 context added to every pixel of an 8x8 map: 8 L);
-- in-place operations change the tensor they write (walk.py updates it, or refuses when the
-  tensor is a view or has views, whose values would change unseen).
+- in-place operations change the tensor they write (network.py's walk updates it, or refuses
+  when the tensor is a view or has views taken before the write, whose values would change
+  unseen).
 `lip(node)` gives a node's certified constant, None for values that do not depend on the
 input (constants, shapes).
 """
@@ -226,17 +227,30 @@ def write_in_place(node: fx.Node, target: fx.Node, lip: dict) -> None:
     An elementwise activation with constant <= 1 (relu_, inplace=True) only contracts the
     entries it rewrites, so every bound already held for the target and for any view of it
     stays valid. Any other write (add_, mul_, +=) gives the target the node's constant; a
-    target that is a view, or has views, is refused: those would change without a rule.
+    target that is a view, or has views taken before the write, is refused: those would change
+    without a rule (a view taken after it, as in `y += x; return y.flatten(1)`, reads the new
+    values, and its constant is computed from the new one).
     """
     new, old = lip.get(node), lip.get(target)
     if new is None:  # an input-independent value written: no constant changes
         return
     if old is not None and node.target in ACTIVATIONS and new <= old:
         return
-    views = [u for u in target.users if u is not node and u.target in ALIASING]
+    views = [u for u in target.users if u is not node and u.target in ALIASING and _between(target, u, node)]
     if (target.op in ("call_function", "call_method") and target.target in ALIASING) or views:
         raise UnsupportedLayerError(
             f"in-place operation {node.format_node()} writes into {target.name}, which is a view of another "
             f"tensor or has views ({', '.join(v.name for v in views) or 'its source'}): the bound cannot follow "
             "values changed through an alias. Write it out of place (y = y + ...).")
     lip[target] = new
+
+
+def _between(first: fx.Node, node: fx.Node, last: fx.Node) -> bool:
+    """Whether `node` comes after `first` and before `last` in the graph (first precedes last)."""
+    cursor = last.prev
+    while cursor is not first and cursor.op != "root":
+        if cursor is node:
+            return True
+        cursor = cursor.prev
+    return False
+

@@ -25,10 +25,11 @@ import torch
 import torch.fx as fx
 import torch.nn.functional as F
 
+from .copying import FUNCTIONS as COPYING
+from .copying import call_constant
 from .layer_rules import MISH_SLOPE, SILU_SLOPE, UnsupportedLayerError
-from .padding import pad_constant
 from .pooling import adaptive_avg_constant, adaptive_max_constant, mean_constant
-from .probe import recorded_pad
+from .probe import recorded_call
 
 Lip = Callable[[Any], "float | None"]
 
@@ -111,8 +112,8 @@ def function_rule(node: fx.Node, lip: Lip) -> float | None:
         return math.sqrt(sum(lip(n) ** 2 for n in dependent))
     if fn in ADAPTIVE_AVG or fn in ADAPTIVE_MAX or fn in MEAN:
         return _pooling(node, lip, dependent)
-    if fn is F.pad:
-        return _pad(node, lip, dependent)
+    if fn in COPYING:
+        return _copying(node, lip, dependent)
     name = getattr(fn, "__name__", fn)
     raise UnsupportedLayerError(
         f"no Lipschitz rule for the operation {name!r} in {node.format_node()}. Use a module "
@@ -193,19 +194,16 @@ def _pooling(node: fx.Node, lip: Lip, dependent: list[fx.Node]) -> float:
         raise UnsupportedLayerError(f"{node.format_node()}: {err}") from None
 
 
-def _pad(node: fx.Node, lip: Lip, dependent: list[fx.Node]) -> float:
-    """F.pad(x, pad, mode, value): the exact constant of padding.py at the amounts the probe
-    run passed (so amounts computed from x.size() are read too). The fill value only shifts
-    the output, but it must not depend on the input."""
+def _copying(node: fx.Node, lip: Lip, dependent: list[fx.Node]) -> float:
+    """F.pad, nearest F.interpolate, F.pixel_(un)shuffle: the exact constant of copying.py, at
+    the arguments the probe run passed (so amounts computed from x.size() are read too)."""
     x = node.args[0]
     if len(dependent) != 1 or dependent[0] is not x:
-        raise UnsupportedLayerError(f"{node.format_node()}: only the padded tensor may depend on the input")
-    options = {**dict(zip(("pad", "mode", "value"), node.args[1:])), **node.kwargs}
-    if len(node.args) > 4 or set(options) - {"pad", "mode", "value"}:
-        raise UnsupportedLayerError(f"unsupported arguments in {node.format_node()}: read are pad, mode, value")
+        raise UnsupportedLayerError(f"{node.format_node()}: only its first argument may depend on the input")
     try:
-        return pad_constant(x.meta["lipkit_shape"][1:], recorded_pad(node), options.get("mode")) * lip(x)
-    except ValueError as err:
+        args, kwargs = recorded_call(node)
+        return call_constant(node.target, args, kwargs, x.meta["lipkit_shape"][1:]) * lip(x)
+    except (ValueError, TypeError, RuntimeError) as err:
         raise UnsupportedLayerError(f"{node.format_node()}: {err}") from None
 
 

@@ -24,7 +24,8 @@ from ..layers import CayleyConv2d, GroupSort
 from ..norms.linalg import certified_top_singular_value
 from ..norms.measure import conv_gram_norm, operator_norm
 from ..norms.operators import BATCHNORM, CONV, CONV_TRANSPOSE, IDENTITY_LIKE, as_input_shape
-from .padding import PAD_MODULES, pad_constant
+from .copying import MODULES as COPYING
+from .copying import module_constant
 from .pooling import adaptive_avg_constant, adaptive_max_constant
 
 # Largest slopes, rounded up (tests/test_bounds_activations.py checks every activation constant
@@ -173,13 +174,18 @@ for _cls in (*IDENTITY_LIKE, nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3
     layer_bound.register(_cls)(_constant(1.0, "identity (eval)"))
 
 
-def _padding(layer, input_shape, method):
-    return LayerRule(pad_constant(tuple(input_shape), tuple(layer.padding), PAD_MODULES[type(layer)]),
-                     "exact (sqrt of the most copies of one entry)")
+def _copying(layer, input_shape, method):
+    try:
+        return LayerRule(module_constant(layer, tuple(input_shape)), "exact (sqrt of the most copies of one entry)")
+    except ValueError as err:
+        raise UnsupportedLayerError(str(err)) from None
 
 
-for _cls in PAD_MODULES:
-    layer_bound.register(_cls)(_padding)
+for _cls in COPYING:
+    layer_bound.register(_cls)(_copying)
+# Rules cheap enough for the dry walk, which runs them to list their refusals before any norm
+# is computed (an unbounded interpolation mode, softmax over the batch).
+DRY_RUN_RULES = (*COPYING, nn.Softmax)
 
 
 @layer_bound.register(nn.AdaptiveAvgPool1d)

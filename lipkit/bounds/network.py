@@ -17,6 +17,7 @@ under no_grad and restore the training flags after, so no constraint state moves
 """
 from __future__ import annotations
 
+import re
 from collections import OrderedDict
 from typing import Callable
 
@@ -30,7 +31,15 @@ from ..norms.measure import spectral_norm
 from ..norms.operators import CONV_TRANSPOSE, as_input_shape
 from ..train_mode import MODE_DEPENDENT, describe, layers_in_train_mode
 from .function_rules import function_rule, in_place_target, operand_nodes, write_in_place
-from .layer_rules import LayerRule, UnsupportedLayerError, has_layer_bound, layer_bound, rule_class, unbounded_kind
+from .layer_rules import (
+    DRY_RUN_RULES,
+    LayerRule,
+    UnsupportedLayerError,
+    has_layer_bound,
+    layer_bound,
+    rule_class,
+    unbounded_kind,
+)
 from .merges import chain_rule, linear_chains
 from .probe import probe_shapes, sample_shape
 from .residuals import Residual, linear_residuals, residual_rule
@@ -174,6 +183,11 @@ def _check_module(node: fx.Node, layer: nn.Module, lip: dict, problems: list[tup
         problems.append((f"{type(layer).__name__} called with several input-dependent arguments", node.target))
     elif dependent and not has_layer_bound(type(layer)):
         problems.append((unbounded_kind(type(layer)), node.target))
+    elif dependent and isinstance(layer, DRY_RUN_RULES):
+        try:
+            layer_bound(layer, sample_shape(dependent[0]), "gram")
+        except UnsupportedLayerError as err:
+            problems.append((str(err), node.target))  # the message starts with the layer's repr
 
 
 def _operation_problem(node: fx.Node, err: Exception) -> str:
@@ -190,7 +204,8 @@ def _unsupported_message(model: str, problems: list[tuple[str, str]]) -> str:
         where.setdefault(kind, []).append(name)
     lines = [f"{kind} (at {', '.join(map(repr, names[:3]))}{f' and {len(names) - 3} more' if len(names) > 3 else ''})"
              for kind, names in where.items()]
-    layers = [kind.split(" (")[0] for kind in where if not kind.startswith("operation ") and " called with " not in kind]
+    layers = [re.match(r"\w+", kind).group() for kind in where
+              if not kind.startswith("operation ") and " called with " not in kind]
     hint = ""
     if layers:
         hint = (f"\nRegister a bound for each layer type (lipkit.register_layer_bound), e.g.\n"

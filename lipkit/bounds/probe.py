@@ -1,11 +1,13 @@
 """What the traced graph computes at the bound's input shape, found by running it on probe
 batches: every tensor value's shape (one sample's, checked to follow the batch size), and
-the concrete amounts of each F.pad call (often computed from x.size(), as in U-Nets)."""
+the concrete arguments of each call of a copying function (F.pad, F.interpolate, ...: often
+computed from x.size(), as a U-Net pads to its skip's size)."""
 from __future__ import annotations
 
 import torch
 import torch.fx as fx
-import torch.nn.functional as F
+
+from .copying import FUNCTIONS
 
 # The graph is probed at two batch sizes: a value whose leading dim does not follow the
 # batch size mixes samples (e.g. x - x.mean(0)) and has no per-sample Lipschitz constant.
@@ -14,7 +16,7 @@ PROBE_BATCHES = ("lipkit_shape", 2), ("lipkit_shape_alt", 3)
 
 class ShapeRecorder(fx.Interpreter):
     """Runs the graph once on a probe batch and records every tensor value's shape, and the
-    pad amounts each F.pad call received (under `key` + "_pad")."""
+    arguments after the first that each copying function received (under `key` + "_call")."""
 
     def __init__(self, gm: fx.GraphModule, key: str):
         super().__init__(gm)
@@ -31,9 +33,9 @@ class ShapeRecorder(fx.Interpreter):
             raise ValueError(f"does not fit {what}: {first_line}") from None
         if isinstance(result, torch.Tensor):
             n.meta[self.key] = tuple(result.shape)
-        if n.op == "call_function" and n.target is F.pad:
+        if n.op == "call_function" and n.target in FUNCTIONS:
             args, kwargs = self.fetch_args_kwargs_from_env(n)
-            n.meta[self.key + "_pad"] = kwargs["pad"] if "pad" in kwargs else args[1]
+            n.meta[self.key + "_call"] = (tuple(args[1:]), dict(kwargs))
         return result
 
 
@@ -60,11 +62,11 @@ def sample_shape(node: fx.Node) -> tuple[int, ...] | None:
     return a[1:]
 
 
-def recorded_pad(node: fx.Node) -> tuple:
-    """The pad amounts an F.pad node received, the same at both probes (ValueError otherwise:
-    amounts that follow the batch size)."""
+def recorded_call(node: fx.Node) -> tuple[tuple, dict]:
+    """(arguments after the first, keyword arguments) a copying function's node received, the
+    same at both probes (ValueError otherwise: arguments that follow the batch size)."""
     (key_a, _), (key_b, _) = PROBE_BATCHES
-    a, b = node.meta.get(key_a + "_pad"), node.meta.get(key_b + "_pad")
-    if a is None or tuple(a) != tuple(b):
-        raise ValueError(f"the pad amounts differ with the batch size ({a} vs {b})")
-    return tuple(a)
+    a, b = node.meta.get(key_a + "_call"), node.meta.get(key_b + "_call")
+    if a is None or a != b:
+        raise ValueError(f"its arguments differ with the batch size ({a} vs {b})")
+    return a

@@ -1,7 +1,9 @@
-"""Padding in lk.lipschitz_bound (bounds/padding.py): every padding module and F.pad form gets
-the EXACT constant of its map (dense Jacobian oracle: padding is affine, so its Jacobian's norm
-is its constant), and models that pad (CycleGAN's reflection padding, the option-A shortcut of
-CIFAR ResNets, a U-Net padding to a skip's size) get bounds at or above the dense Jacobian."""
+"""Maps that copy entries in lk.lipschitz_bound (bounds/copying.py): every padding module, F.pad
+form, nearest upsampling and pixel / channel shuffle gets the EXACT constant of its map (dense
+Jacobian oracle: these maps are affine, so the Jacobian's norm is the constant), models that
+pad or upsample (CycleGAN's reflection padding, the option-A shortcut of CIFAR ResNets, a U-Net
+padding to a skip's size) get bounds at or above the dense Jacobian, and weighted
+interpolation is refused before any norm is computed."""
 from __future__ import annotations
 
 import pytest
@@ -10,6 +12,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import lipkit as lk
+from lipkit.bounds.copying import copy_norm
 
 
 def dense_norm(model: nn.Module, shape: tuple[int, ...], seed: int = 0) -> float:
@@ -101,3 +104,43 @@ def test_pad_amounts_that_follow_the_batch_size_are_refused():
 
     with pytest.raises(ValueError, match="mixes the samples of a batch"):
         lk.lipschitz_bound(ByBatch(), (2, 4))
+
+
+@pytest.mark.parametrize("layer,shape", [
+    (nn.Upsample(scale_factor=2), (2, 3, 4)), (nn.Upsample(size=(7, 5), mode="nearest-exact"), (1, 3, 4)),
+    (nn.Upsample(scale_factor=(1.5, 3)), (2, 4, 3)), (nn.UpsamplingNearest2d(scale_factor=3), (1, 2, 3)),
+    (nn.Upsample(scale_factor=2), (2, 5)), (nn.PixelShuffle(2), (8, 2, 3)), (nn.PixelUnshuffle(2), (2, 4, 6)),
+    (nn.ChannelShuffle(2), (6, 3, 3)),
+], ids=lambda v: repr(v) if isinstance(v, nn.Module) else str(v))
+def test_upsampling_and_shuffles_get_their_exact_constant(layer, shape):
+    model = nn.Sequential(layer).double().eval()
+    assert lk.lipschitz_bound(model, shape).upper == pytest.approx(dense_norm(model, shape), rel=1e-12)
+
+
+def test_functional_nearest_interpolation_reads_sizes_from_the_input():
+    class Up(nn.Module):
+        def forward(self, x):
+            return F.interpolate(x, size=(x.size(2) * 2 + 1, 7), mode="nearest-exact")
+
+    model = Up().double()
+    assert lk.lipschitz_bound(model, (2, 4, 3)).upper == pytest.approx(dense_norm(model, (2, 4, 3)), rel=1e-12)
+
+
+def test_weighted_interpolation_is_refused_before_any_norm():
+    class Bilinear(nn.Module):
+        def forward(self, x):
+            return F.interpolate(x, scale_factor=2, mode="bilinear")
+
+    model = nn.Sequential(nn.Conv2d(2, 2, 3), nn.Upsample(scale_factor=2, mode="bicubic"), nn.Softmax(dim=0))
+    with pytest.raises(lk.UnsupportedLayerError, match=r"(?s)2 problems.*mode 'bicubic' is not bounded.*softmax over dim 0"):
+        lk.lipschitz_bound(model.eval(), (2, 6, 6))
+    with pytest.raises(lk.UnsupportedLayerError, match="interpolation mode 'bilinear' is not bounded"):
+        lk.lipschitz_bound(Bilinear(), (2, 4, 4))
+
+
+def test_a_map_that_does_not_copy_is_not_counted_as_one():
+    """copy_norm counts copies only after checking that every output is an input entry (or the
+    map's constant): an average of neighbours would be counted as a selection otherwise."""
+    assert copy_norm(lambda x: F.pad(x, (1, 1), value=3.0), (2, 4)) == 1.0
+    with pytest.raises(ValueError, match="not copies of its inputs"):
+        copy_norm(lambda x: F.interpolate(x, scale_factor=2, mode="linear"), (2, 4))

@@ -289,7 +289,15 @@ API_CASES = [
      "steps must be an int >= 0, got -1"),
     ("lower bound, lr nan", lambda: lk.lipschitz_lower_bound(small_mlp(), torch.randn(4, 3), lr=float("nan")),
      ValueError, "lr must be a finite number > 0, got nan"),
+    ("conv SN, empty output", lambda: empty_output_conv_sn()(torch.zeros(1, 2, 6, 6)), ValueError,
+     "the layer's output is empty ((2, 11, 0)) on inputs of shape (2, 6, 6)"),  # a torch.cat error before
 ]
+
+
+def empty_output_conv_sn() -> nn.Module:
+    """A ConvTranspose2d whose padding crops one output dim to 0 (torch accepts it)."""
+    layer = nn.ConvTranspose2d(2, 2, (2, 4), (2, 1), (1, 6), (1, 0), groups=2, dilation=(1, 2))
+    return lk.constrain(nn.Sequential(layer), "spectral", operator="conv")
 
 
 @pytest.mark.parametrize("case,call,kind,expected", API_CASES, ids=[c[0] for c in API_CASES])

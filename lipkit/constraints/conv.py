@@ -133,6 +133,9 @@ class ConvSpectralNormalization(Constraint):
     def _allocate(self, shape: tuple[int, ...]) -> None:
         """Buffers and plan for inputs of `shape` (validated against the layer)."""
         out_shape = self.geometry.output_shape(shape, self.weight_shape)
+        if 0 in out_shape:  # padding crops everything: no operator to normalize
+            raise ValueError(f"the layer's output is empty ({out_shape}) on inputs of shape {shape}: "
+                             "operator='conv' needs a non-empty output (check its padding)")
         device, dtype = self.input_shape.device, self.u.dtype  # both follow model.to(...)
         self.input_shape = torch.tensor(shape, dtype=torch.long, device=device)
         self._shape = shape

@@ -39,6 +39,7 @@ from .operators import (
     batchnorm_scale,
     build_operator,
     check_input_shape,
+    overridden_base,
 )
 
 METHODS = ("exact", "gram", "power")
@@ -185,6 +186,10 @@ def _check_arguments(layer: nn.Module, method: str, n_iter: int | None, weight: 
             f"operator_norm does not support {type(layer).__name__}; supported: "
             + ", ".join(t.__name__ for t in SUPPORTED)
         )
+    base = overridden_base(layer)
+    if base is not None:
+        raise TypeError(f"{type(layer).__name__} overrides {base.__name__}.forward: operator_norm computes the map of "
+                        f"{base.__name__}.forward, which is not this layer's")
     if weight is None and isinstance(getattr(layer, "weight", None), Tensor):
         weight = layer.weight
     if weight is not None and not isinstance(layer, BATCHNORM):

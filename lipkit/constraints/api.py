@@ -19,7 +19,7 @@ import torch
 import torch.nn as nn
 from torch.nn.utils import parametrize
 
-from ..norms.operators import overridden_base
+from ..norms.measure import overridden_base
 from ..where import Where, select
 from .base import Constraint, check_finite
 from .options import WEIGHT_LAYERS, build_constraint, resolve_options, supported_layers

@@ -39,7 +39,6 @@ from .operators import (
     batchnorm_scale,
     build_operator,
     check_input_shape,
-    overridden_base,
 )
 
 METHODS = ("exact", "gram", "power")
@@ -173,6 +172,14 @@ def conv_gram_norm(layer: nn.Module, in_shape: tuple[int, ...], weight: Tensor |
     if n_iter is not None:
         return sym.pad_norm * float(gram_iteration_bound(sym.matrices, n_iter).max()), False
     return sym.pad_norm * max_top_singular_value(sym.matrices), False
+
+
+def overridden_base(layer: nn.Module, bases: tuple[type, ...] = SUPPORTED) -> type | None:
+    """The class of `bases` that `layer` is an instance of, when the layer's class overrides that
+    class's forward (a conv that pads or rescales on its own, a LoRA Linear): what lipkit
+    computes for the base's map is then not the layer's. None otherwise."""
+    base = next((c for c in type(layer).__mro__ if c in bases), None)
+    return base if base is not None and type(layer).forward is not base.forward else None
 
 
 def _check_arguments(layer: nn.Module, method: str, n_iter: int | None, weight: Tensor | None) -> Tensor | None:

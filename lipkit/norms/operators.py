@@ -45,14 +45,6 @@ class LinearOperator:
         return math.prod(self.out_shape)
 
 
-def overridden_base(layer: nn.Module, bases: tuple[type, ...] = SUPPORTED) -> type | None:
-    """The class of `bases` that `layer` is an instance of, when the layer's class overrides that
-    class's forward (a conv that pads or rescales on its own, a LoRA Linear): what lipkit
-    computes for the base's map is then not the layer's. None otherwise."""
-    base = next((c for c in type(layer).__mro__ if c in bases), None)
-    return base if base is not None and type(layer).forward is not base.forward else None
-
-
 def autograd_adjoint(forward: Callable[[Tensor], Tensor], in_shape, dtype, device):
     """Adjoint of a linear map by reverse mode: A^T y = d<A x, y>/dx (exact for linear A)."""
 

@@ -19,7 +19,6 @@ import torch
 import torch.nn as nn
 from torch.nn.utils import parametrize
 
-from ..norms.measure import overridden_base
 from ..where import Where, select
 from .base import Constraint, check_finite
 from .options import WEIGHT_LAYERS, build_constraint, resolve_options, supported_layers
@@ -243,8 +242,8 @@ def _check_own_forward(name: str, layer: nn.Module, method: str, options: dict[s
     # layer was seen to take to 3.99x its bound.
     if not (method in ("aol", "bjorck") or (method == "spectral" and options.get("operator") == "conv")):
         return
-    base = overridden_base(layer, WEIGHT_LAYERS)
-    if base is not None:
+    base = next((c for c in type(layer).__mro__ if c in WEIGHT_LAYERS), None)
+    if base is not None and type(layer).forward is not base.forward:
         raise ValueError(
             f"layer {name!r} ({type(layer).__name__}) overrides {base.__name__}.forward, so method {method!r} cannot "
             f"bound its map (it bounds {base.__name__}'s): leave it out with where=..., or constrain the plain "

@@ -174,14 +174,6 @@ def conv_gram_norm(layer: nn.Module, in_shape: tuple[int, ...], weight: Tensor |
     return sym.pad_norm * max_top_singular_value(sym.matrices), False
 
 
-def overridden_base(layer: nn.Module, bases: tuple[type, ...] = SUPPORTED) -> type | None:
-    """The class of `bases` that `layer` is an instance of, when the layer's class overrides that
-    class's forward (a conv that pads or rescales on its own, a LoRA Linear): what lipkit
-    computes for the base's map is then not the layer's. None otherwise."""
-    base = next((c for c in type(layer).__mro__ if c in bases), None)
-    return base if base is not None and type(layer).forward is not base.forward else None
-
-
 def _check_arguments(layer: nn.Module, method: str, n_iter: int | None, weight: Tensor | None) -> Tensor | None:
     """operator_norm's arguments other than the shape; returns the weight to use."""
     if method not in METHODS:
@@ -193,10 +185,6 @@ def _check_arguments(layer: nn.Module, method: str, n_iter: int | None, weight: 
             f"operator_norm does not support {type(layer).__name__}; supported: "
             + ", ".join(t.__name__ for t in SUPPORTED)
         )
-    base = overridden_base(layer)
-    if base is not None:
-        raise TypeError(f"{type(layer).__name__} overrides {base.__name__}.forward: operator_norm computes the map of "
-                        f"{base.__name__}.forward, which is not this layer's")
     if weight is None and isinstance(getattr(layer, "weight", None), Tensor):
         weight = layer.weight
     if weight is not None and not isinstance(layer, BATCHNORM):

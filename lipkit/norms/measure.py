@@ -115,7 +115,8 @@ def operator_norm(
             "power" - power iteration on the operator: an estimate from below.
     n_iter: Gram squarings or power steps (None: until converged).
     weight: a tensor to use in place of layer.weight (e.g. a raw weight being normalized).
-    Biases are ignored; BatchNorm must be in eval mode.
+    Biases are ignored; BatchNorm must be in eval mode; a subclass is measured as its base's
+    map whatever its forward does (what a bound registered for the subclass builds on).
     """
     weight = _check_arguments(layer, method, n_iter, weight)
     in_shape = as_input_shape(input_shape)  # checked once here; the helpers below trust it

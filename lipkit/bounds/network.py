@@ -47,6 +47,8 @@ from .result import LayerRow, LipschitzBound
 from .segments import tighten
 
 BOUND_METHODS = ("gram", "exact", "segments")
+
+
 class _Tracer(fx.Tracer):
     """Stop at every module that has a registered bound (constrained layers included)."""
 

@@ -231,3 +231,27 @@ def test_softmax_over_the_batch_is_refused_and_over_a_sample_dim_is_sound() -> N
     dense = max(float(torch.linalg.matrix_norm(torch.autograd.functional.jacobian(model, x[None]).reshape(6, 4), ord=2))
                 for x in torch.randn(32, 4, generator=gen, dtype=torch.float64) * 3)
     assert lk.lipschitz_bound(model, (4,)).upper >= dense
+
+
+class MaxIndices(nn.Module):
+    """A max pool's indices used as values (they jump when the argmax moves)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv, self.pool = nn.Conv2d(2, 2, 3, padding=1), nn.MaxPool2d(2, return_indices=True)
+
+    def forward(self, x):
+        values, indices = self.pool(self.conv(x))
+        return values + indices.float()
+
+
+def test_integer_values_made_from_the_input_are_refused() -> None:
+    """A cast to an integer dtype or an argmax index is a step function: no Lipschitz constant.
+    `.to(torch.long)` and a max pool's indices were bounded as if they kept the input's constant."""
+    casts = [lambda m, x: m.conv(x).to(torch.long).double(), lambda m, x: m.conv(x).to(dtype=torch.int32).double(),
+             lambda m, x: m.conv(x).long().double(), lambda m, x: m.conv(x).type(torch.long).double()]
+    for model in [Forward(fn) for fn in casts] + [MaxIndices()]:
+        with pytest.raises(lk.UnsupportedLayerError, match="a step function, which has no Lipschitz constant"):
+            lk.lipschitz_bound(model.double().eval(), SHAPE)
+    kept = Forward(lambda m, x: m.conv(x).to(torch.float32).to("cpu").double()).double().eval()  # floats: allowed
+    assert lk.lipschitz_bound(kept, SHAPE, "exact").upper >= true_constant(kept, SHAPE) * (1 - 1e-6)

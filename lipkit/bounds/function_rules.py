@@ -29,7 +29,7 @@ from .copying import FUNCTIONS as COPYING
 from .copying import call_constant
 from .layer_rules import MISH_SLOPE, SILU_SLOPE, UnsupportedLayerError
 from .pooling import adaptive_avg_constant, adaptive_max_constant, mean_constant
-from .probe import recorded_call
+from .probe import recorded_call, value_dtype
 
 Lip = Callable[[Any], "float | None"]
 
@@ -93,6 +93,11 @@ def function_rule(node: fx.Node, lip: Lip) -> float | None:
     dependent = [n for n in operands if lip(n) is not None]
     if not dependent or is_shape_query(node):
         return None  # constants, sizes and shapes do not depend on the input's values
+    dtype = value_dtype(node)
+    if dtype is not None and not dtype.is_floating_point:
+        raise UnsupportedLayerError(
+            f"{node.format_node()} makes {dtype} values from the input (a cast to integers or booleans, an index of "
+            "a maximum): a step function, which has no Lipschitz constant")
     fn = node.target
     if fn in SPLITS:
         if len(dependent) != 1 or dependent[0] is not node.args[0]:

@@ -1,5 +1,5 @@
 """What the traced graph computes at the bound's input shape, found by running it on probe
-batches: every tensor value's shape (one sample's, checked to follow the batch size), and
+batches: every tensor value's shape (one sample's, checked to follow the batch size) and dtype, and
 the concrete arguments of each call of a copying function (F.pad, F.interpolate, ...: often
 computed from x.size(), as a U-Net pads to its skip's size)."""
 from __future__ import annotations
@@ -15,8 +15,9 @@ PROBE_BATCHES = ("lipkit_shape", 2), ("lipkit_shape_alt", 3)
 
 
 class ShapeRecorder(fx.Interpreter):
-    """Runs the graph once on a probe batch and records every tensor value's shape, and the
-    arguments after the first that each copying function received (under `key` + "_call")."""
+    """Runs the graph once on a probe batch and records every tensor value's shape (and dtype,
+    under `key` + "_dtype"), and the arguments after the first that each copying function
+    received (under `key` + "_call")."""
 
     def __init__(self, gm: fx.GraphModule, key: str):
         super().__init__(gm)
@@ -33,6 +34,7 @@ class ShapeRecorder(fx.Interpreter):
             raise ValueError(f"does not fit {what}: {first_line}") from None
         if isinstance(result, torch.Tensor):
             n.meta[self.key] = tuple(result.shape)
+            n.meta[self.key + "_dtype"] = result.dtype
         if n.op == "call_function" and n.target in FUNCTIONS:
             args, kwargs = self.fetch_args_kwargs_from_env(n)
             n.meta[self.key + "_call"] = (tuple(args[1:]), dict(kwargs))
@@ -70,3 +72,9 @@ def recorded_call(node: fx.Node) -> tuple[tuple, dict]:
     if a is None or a != b:
         raise ValueError(f"its arguments differ with the batch size ({a} vs {b})")
     return a
+
+
+def value_dtype(node: fx.Node) -> torch.dtype | None:
+    """The dtype of a tensor node's value at the probe run (None for non-tensors)."""
+    return node.meta.get(PROBE_BATCHES[0][0] + "_dtype")
+

@@ -2,8 +2,8 @@
 form, nearest upsampling and pixel / channel shuffle gets the EXACT constant of its map (dense
 Jacobian oracle: these maps are affine, so the Jacobian's norm is the constant), models that
 pad or upsample (CycleGAN's reflection padding, the option-A shortcut of CIFAR ResNets, a U-Net
-padding to a skip's size) get bounds at or above the dense Jacobian, and weighted
-interpolation is refused before any norm is computed."""
+padding to a skip's size) get bounds at or above the dense Jacobian, and a map that does not
+copy, or a mode without a rule, is refused."""
 from __future__ import annotations
 
 import pytest
@@ -12,7 +12,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import lipkit as lk
-from lipkit.bounds.copying import copy_norm
+from lipkit.bounds.copying import call_constant, copy_norm, module_constant
 
 
 def dense_norm(model: nn.Module, shape: tuple[int, ...], seed: int = 0) -> float:
@@ -126,16 +126,15 @@ def test_functional_nearest_interpolation_reads_sizes_from_the_input():
     assert lk.lipschitz_bound(model, (2, 4, 3)).upper == pytest.approx(dense_norm(model, (2, 4, 3)), rel=1e-12)
 
 
-def test_weighted_interpolation_is_refused_before_any_norm():
-    class Bilinear(nn.Module):
-        def forward(self, x):
-            return F.interpolate(x, scale_factor=2, mode="bilinear")
-
-    model = nn.Sequential(nn.Conv2d(2, 2, 3), nn.Upsample(scale_factor=2, mode="bicubic"), nn.Softmax(dim=0))
-    with pytest.raises(lk.UnsupportedLayerError, match=r"(?s)2 problems.*mode 'bicubic' is not bounded.*softmax over dim 0"):
-        lk.lipschitz_bound(model.eval(), (2, 6, 6))
-    with pytest.raises(lk.UnsupportedLayerError, match="interpolation mode 'bilinear' is not bounded"):
-        lk.lipschitz_bound(Bilinear(), (2, 4, 4))
+def test_a_mode_without_a_rule_is_refused():
+    """Every interpolation mode torch 2.13 has is bounded (weighted ones in
+    tests/test_bounds_interpolation.py); a mode added later is refused, not guessed."""
+    with pytest.raises(ValueError, match="interpolation mode 'no-such-mode' is not bounded"):
+        call_constant(F.interpolate, (None, 2.0, "no-such-mode"), {}, (1, 3, 3))
+    upsample = nn.Upsample(scale_factor=2)
+    upsample.mode = "no-such-mode"
+    with pytest.raises(ValueError, match="mode 'no-such-mode' is not bounded"):
+        module_constant(upsample, (1, 3, 3))
 
 
 def test_a_map_that_does_not_copy_is_not_counted_as_one():

@@ -9,7 +9,8 @@ negative padding crops). So its linear part P has at most one 1 per output row, 
 diagonal, holding how many times each input entry is copied, and ||P|| = sqrt(most copies of
 one entry), exactly: the gradient of the map's output sum on one sample counts them. The
 fill constant moves outputs alike and does not change the constant. That a call IS such a
-map is checked on distinct input values before it is counted (copy_norm).
+map is checked on distinct input values before it is counted (copy_norm). Upsampling with a
+weighted mode (bilinear, ...) goes to interpolation.py instead.
 """
 from __future__ import annotations
 
@@ -19,6 +20,8 @@ from typing import Any, Callable
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from .interpolation import SEPARABLE_MODES, separable_norm
 
 PAD_MODES = ("constant", "reflect", "replicate", "circular")
 COPY_MODES = ("nearest", "nearest-exact")  # interpolation modes that copy
@@ -54,15 +57,17 @@ def call_constant(fn, args: tuple, kwargs: dict[str, Any], sample_shape: tuple[i
             raise ValueError(f"padding mode {mode!r} is not one of {PAD_MODES}")
     if fn is F.interpolate:
         mode = kwargs.get("mode", args[2] if len(args) > 2 else "nearest")
+        if mode in SEPARABLE_MODES:
+            return separable_norm(lambda x: fn(x, *args, **kwargs), sample_shape)
         if mode not in COPY_MODES:
-            raise ValueError(f"interpolation mode {mode!r} is not bounded: only {COPY_MODES} (each output copies "
-                             "one input entry) are")
+            raise ValueError(f"interpolation mode {mode!r} is not bounded: only {COPY_MODES + SEPARABLE_MODES} are")
     return copy_norm(lambda x: fn(x, *args, **kwargs), sample_shape)
 
 
 def module_constant(layer: nn.Module, sample_shape: tuple[int, ...]) -> float:
     """The constant of a module of MODULES on samples of `sample_shape`."""
+    if isinstance(layer, nn.Upsample) and layer.mode in SEPARABLE_MODES:
+        return separable_norm(layer, sample_shape)
     if isinstance(layer, nn.Upsample) and layer.mode not in COPY_MODES:
-        raise ValueError(f"{layer}: mode {layer.mode!r} is not bounded, only {COPY_MODES} (each output copies one "
-                         "input entry) are")
+        raise ValueError(f"{layer}: mode {layer.mode!r} is not bounded, only {COPY_MODES + SEPARABLE_MODES} are")
     return copy_norm(layer, sample_shape)

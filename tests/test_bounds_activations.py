@@ -10,6 +10,7 @@ import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from bound_oracles import Applies
 
 import lipkit as lk
 
@@ -31,15 +32,6 @@ FUNCTIONS = {
 }
 
 
-class Applies(nn.Module):
-    """forward(x) = fn(x): a functional activation as the tracer sees it in a model."""
-
-    def __init__(self, fn) -> None:
-        super().__init__()
-        self.fn = fn
-
-    def forward(self, x):
-        return self.fn(x)
 
 
 def largest_slope(fn) -> float:

@@ -10,16 +10,10 @@ import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from bound_oracles import dense_norm
 
 import lipkit as lk
 from lipkit.bounds.copying import call_constant, copy_norm, module_constant
-
-
-def dense_norm(model: nn.Module, shape: tuple[int, ...], seed: int = 0) -> float:
-    x = torch.randn(1, *shape, dtype=torch.float64, generator=torch.Generator().manual_seed(seed))
-    jac = torch.autograd.functional.jacobian(lambda t: model(t).reshape(-1), x).reshape(-1, x.numel())
-    return float(torch.linalg.matrix_norm(jac, ord=2))
-
 
 # (module, one sample's shape): every mode in 1d / 2d / 3d, asymmetric amounts, cropping
 MODULES = [

@@ -10,15 +10,10 @@ import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from bound_oracles import Applies, dense_norm
 
 import lipkit as lk
 from lipkit.bounds.interpolation import separable_norm
-
-
-def dense_norm(model: nn.Module, shape: tuple[int, ...], seed: int = 0) -> float:
-    x = torch.randn(1, *shape, dtype=torch.float64, generator=torch.Generator().manual_seed(seed))
-    jac = torch.autograd.functional.jacobian(lambda t: model(t).reshape(-1), x).reshape(-1, x.numel())
-    return float(torch.linalg.matrix_norm(jac, ord=2))
 
 
 @pytest.mark.parametrize("layer,shape", [
@@ -35,13 +30,6 @@ def test_interpolation_modules_get_their_exact_norm(layer, shape):
     assert dense_norm(model, shape) <= certified <= dense_norm(model, shape) * (1 + 1e-9)
 
 
-class Applies(nn.Module):
-    def __init__(self, fn) -> None:
-        super().__init__()
-        self.fn = fn
-
-    def forward(self, x):
-        return self.fn(x)
 
 
 @pytest.mark.parametrize("fn,shape", [

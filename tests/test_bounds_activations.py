@@ -19,7 +19,8 @@ GRID = torch.linspace(-60, 60, 600001, dtype=torch.float64)  # spacing 2e-4
 LAYERS = [nn.ReLU(), nn.ReLU6(), nn.Tanh(), nn.Hardtanh(-2.0, 3.0), nn.Softplus(beta=3.0), nn.Softplus(beta=0.2),
           nn.Softsign(), nn.Sigmoid(), nn.SiLU(), nn.GELU(), nn.GELU(approximate="tanh"), nn.Mish(), nn.Hardswish(),
           nn.Hardsigmoid(), nn.LeakyReLU(0.2), nn.LeakyReLU(-3.0), nn.LeakyReLU(1.5), nn.ELU(), nn.ELU(2.0),
-          nn.ELU(-2.0), nn.ELU(0.5)]
+          nn.ELU(-2.0), nn.ELU(0.5), nn.SELU(), nn.CELU(0.5), nn.CELU(2.0), nn.LogSigmoid(), nn.Softshrink(0.7),
+          nn.Tanhshrink(), nn.RReLU(-4.0, -2.0), nn.RReLU(0.1, 0.3)]
 
 FUNCTIONS = {
     "F.relu": F.relu, "F.relu6": F.relu6, "torch.tanh": torch.tanh, "F.hardtanh(-2, 3)": lambda x: F.hardtanh(x, -2.0, 3.0),
@@ -29,6 +30,10 @@ FUNCTIONS = {
     "F.leaky_relu(slope=1.5)": lambda x: F.leaky_relu(x, negative_slope=1.5),
     "F.elu(alpha=-2)": lambda x: F.elu(x, alpha=-2.0), "F.elu(x, 2)": lambda x: F.elu(x, 2.0),
     "x.relu()": lambda x: x.relu(), "x.tanh()": lambda x: x.tanh(), "x.sigmoid()": lambda x: x.sigmoid(),
+    "F.selu": F.selu, "F.celu(alpha=0.5)": lambda x: F.celu(x, alpha=0.5), "F.logsigmoid": F.logsigmoid,
+    "F.softsign": F.softsign, "F.tanhshrink": F.tanhshrink, "F.softshrink": F.softshrink, "torch.abs": torch.abs,
+    "x.abs()": lambda x: x.abs(), "x.clamp(-1, 2)": lambda x: x.clamp(-1.0, 2.0), "torch.clip": lambda x: torch.clip(x, max=0.5),
+    "x.clamp_min(0.1)": lambda x: x.clamp_min(0.1),
 }
 
 
@@ -57,3 +62,16 @@ def test_layer_constant_is_at_least_the_largest_slope(layer):
 @pytest.mark.parametrize("name", list(FUNCTIONS))
 def test_function_constant_is_at_least_the_largest_slope(name):
     check(Applies(FUNCTIONS[name]), FUNCTIONS[name])
+
+
+@pytest.mark.parametrize("weight", [-2.5, 0.25, 1.7])
+def test_prelu_constant_is_at_least_its_learned_slope(weight):
+    layer = nn.PReLU(init=weight).double()
+    with torch.no_grad():
+        check(nn.Sequential(layer), layer)
+
+
+def test_celu_with_negative_alpha_is_refused():
+    """CELU's slope for x < 0 is e^(x / alpha): unbounded when alpha < 0."""
+    with pytest.raises(lk.UnsupportedLayerError, match="unbounded slope"):
+        lk.lipschitz_bound(nn.Sequential(nn.CELU(-1.0)).eval(), (3,))

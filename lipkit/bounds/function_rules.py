@@ -25,9 +25,10 @@ import torch
 import torch.fx as fx
 import torch.nn.functional as F
 
+from .activations import FUNCTIONS, function_constant
 from .copying import FUNCTIONS as COPYING
 from .copying import call_constant
-from .layer_rules import MISH_SLOPE, SILU_SLOPE, UnsupportedLayerError
+from .layer_rules import UnsupportedLayerError
 from .pooling import adaptive_avg_constant, adaptive_max_constant, mean_constant
 from .probe import recorded_call, value_dtype
 
@@ -46,12 +47,7 @@ VIEWS = {
 SAME = VIEWS | {operator.neg, torch.neg, "neg", "clone", "float", "double", "to"}
 ALIASING = VIEWS | {operator.getitem, "float", "double", "to"}  # results that may share the source's memory
 SHAPE_QUERIES = {"size", "dim", "numel", "ndimension", builtins.len}  # and getattr(x, "shape")
-ACTIVATIONS = {  # elementwise functions and their Lipschitz constants (None: read the arguments)
-    F.relu: 1.0, torch.relu: 1.0, "relu": 1.0, "relu_": 1.0, torch.tanh: 1.0, "tanh": 1.0, F.tanh: 1.0,
-    torch.sigmoid: 0.25, "sigmoid": 0.25, F.sigmoid: 0.25, F.elu: None, F.leaky_relu: None,
-    F.gelu: 1.1290, F.silu: SILU_SLOPE, F.softplus: 1.0, F.hardtanh: 1.0, F.relu6: 1.0, F.hardswish: 1.5,
-    F.hardsigmoid: 1 / 6, F.mish: MISH_SLOPE,
-}
+ACTIVATIONS = FUNCTIONS  # elementwise functions (activations.py)
 CAT = {torch.cat, torch.stack, torch.concat}
 ADAPTIVE_AVG = {F.adaptive_avg_pool1d, F.adaptive_avg_pool2d, F.adaptive_avg_pool3d}
 ADAPTIVE_MAX = {F.adaptive_max_pool1d, F.adaptive_max_pool2d, F.adaptive_max_pool3d}
@@ -216,12 +212,7 @@ def _activation(node: fx.Node, lip: Lip, dependent: list[fx.Node]) -> float:
     fn = node.target
     if len(dependent) != 1 or dependent[0] is not node.args[0]:
         raise UnsupportedLayerError(f"{node.format_node()}: an activation's parameters must not depend on the input")
-    c = ACTIVATIONS[fn]
-    if fn is F.leaky_relu:
-        c = max(1.0, abs(node.kwargs.get("negative_slope", node.args[1] if len(node.args) > 1 else 0.01)))
-    elif fn is F.elu:
-        c = max(1.0, abs(node.kwargs.get("alpha", node.args[1] if len(node.args) > 1 else 1.0)))  # slope alpha e^x
-    return c * lip(node.args[0])
+    return function_constant(fn, tuple(node.args[1:]), node.kwargs) * lip(node.args[0])
 
 
 def write_in_place(node: fx.Node, target: fx.Node, lip: dict) -> None:

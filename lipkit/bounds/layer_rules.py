@@ -28,12 +28,6 @@ from .copying import MODULES as COPYING
 from .copying import module_constant
 from .pooling import adaptive_avg_constant, adaptive_max_constant
 
-# Largest slopes, rounded up (tests/test_bounds_activations.py checks every activation constant
-# against the largest |f'| on a dense grid). Until 2026-12-01 Mish was certified as 1.0 and SiLU as
-# 1.0998 (rounded down): bounds too small by up to 8.8% and 4e-5 per such activation.
-MISH_SLOPE = 1.0885  # 1.08849816 at x = 1.4906
-SILU_SLOPE = 1.0999  # 1.09983932 at x = 2.3994
-
 
 class UnsupportedLayerError(TypeError):
     """A layer with no registered Lipschitz bound."""
@@ -132,22 +126,14 @@ for _bn in BATCHNORM:
         return LayerRule(operator_norm(layer, input_shape), "max|gamma|/sqrt(var+eps)")
 
 
-def _constant(value: float, how: str):
+def constant_rule(value: float, how: str):
+    """A rule giving `value` whatever the layer's shape."""
     return lambda layer, input_shape, method: LayerRule(value, how)
 
 
-# Activations applied elementwise with |f'| <= c are c-Lipschitz.
-for _cls in (nn.ReLU, nn.ReLU6, nn.Tanh, nn.Hardtanh, nn.Softplus, nn.Softsign):
-    layer_bound.register(_cls)(_constant(1.0, "activation, |f'| <= 1"))
-# Mish's slope exceeds 1 (it was registered as 1.0 until 2026-12-01: an unsound bound)
-layer_bound.register(nn.Mish)(_constant(MISH_SLOPE, f"mish, max f' = {MISH_SLOPE}"))
-layer_bound.register(nn.Sigmoid)(_constant(0.25, "sigmoid, |f'| <= 1/4"))
-layer_bound.register(nn.SiLU)(_constant(SILU_SLOPE, f"silu, max f' = {SILU_SLOPE}"))
-layer_bound.register(nn.GELU)(_constant(1.1290, "gelu, max f' = 1.1290"))
-layer_bound.register(nn.Hardswish)(_constant(1.5, "hardswish, max f' = 1.5 (x = 3)"))
-layer_bound.register(nn.Hardsigmoid)(_constant(1 / 6, "hardsigmoid, |f'| <= 1/6"))
+# (elementwise activations: activations.py)
 # (FullSort is a GroupSort subclass: the same rule)
-layer_bound.register(GroupSort)(_constant(1.0, "sorting: a permutation, 1-Lipschitz and norm-preserving"))
+layer_bound.register(GroupSort)(constant_rule(1.0, "sorting: a permutation, 1-Lipschitz and norm-preserving"))
 
 
 @layer_bound.register(nn.Softmax)
@@ -171,7 +157,7 @@ def _cayley(layer, input_shape, method):
 
 
 for _cls in (*IDENTITY_LIKE, nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d):
-    layer_bound.register(_cls)(_constant(1.0, "identity (eval)"))
+    layer_bound.register(_cls)(constant_rule(1.0, "identity (eval)"))
 
 
 def _copying(layer, input_shape, method):
@@ -202,17 +188,6 @@ def _adaptive_max(layer, input_shape, method):
     if layer.return_indices:
         raise UnsupportedLayerError(f"{layer}: return_indices=True returns indices, which have no Lipschitz bound")
     return LayerRule(adaptive_max_constant(tuple(input_shape[1:]), layer.output_size), "max pool, sqrt(window overlap)")
-
-
-@layer_bound.register(nn.LeakyReLU)
-def _leaky(layer, input_shape, method):
-    return LayerRule(max(1.0, abs(layer.negative_slope)), "leaky relu, max(1, |slope|)")
-
-
-@layer_bound.register(nn.ELU)
-def _elu(layer, input_shape, method):
-    # for x < 0 the slope is alpha e^x: |alpha| bounds it, whatever alpha's sign
-    return LayerRule(max(1.0, abs(layer.alpha)), "elu, max(1, |alpha|)")
 
 
 @layer_bound.register(nn.MaxPool1d)

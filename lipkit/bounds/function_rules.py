@@ -25,7 +25,8 @@ import torch
 import torch.fx as fx
 import torch.nn.functional as F
 
-from .activations import FUNCTIONS, function_constant
+from .activations import FUNCTIONS as ACTIVATIONS
+from .activations import function_constant
 from .copying import FUNCTIONS as COPYING
 from .copying import call_constant
 from .layer_rules import UnsupportedLayerError
@@ -47,7 +48,6 @@ VIEWS = {
 SAME = VIEWS | {operator.neg, torch.neg, "neg", "clone", "float", "double", "to"}
 ALIASING = VIEWS | {operator.getitem, "float", "double", "to"}  # results that may share the source's memory
 SHAPE_QUERIES = {"size", "dim", "numel", "ndimension", builtins.len}  # and getattr(x, "shape")
-ACTIVATIONS = FUNCTIONS  # elementwise functions (activations.py)
 CAT = {torch.cat, torch.stack, torch.concat}
 ADAPTIVE_AVG = {F.adaptive_avg_pool1d, F.adaptive_avg_pool2d, F.adaptive_avg_pool3d}
 ADAPTIVE_MAX = {F.adaptive_max_pool1d, F.adaptive_max_pool2d, F.adaptive_max_pool3d}
@@ -196,8 +196,9 @@ def _pooling(node: fx.Node, lip: Lip, dependent: list[fx.Node]) -> float:
 
 
 def _copying(node: fx.Node, lip: Lip, dependent: list[fx.Node]) -> float:
-    """F.pad, nearest F.interpolate, F.pixel_(un)shuffle: the exact constant of copying.py, at
-    the arguments the probe run passed (so amounts computed from x.size() are read too)."""
+    """F.pad, F.interpolate, F.pixel_(un)shuffle: the exact constant of copying.py (weighted
+    interpolation: interpolation.py), at the arguments the probe run passed (so amounts
+    computed from x.size() are read too)."""
     x = node.args[0]
     if len(dependent) != 1 or dependent[0] is not x:
         raise UnsupportedLayerError(f"{node.format_node()}: only its first argument may depend on the input")

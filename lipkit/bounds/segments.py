@@ -36,6 +36,7 @@ import torch.fx as fx
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .activations import MISH_SLOPE, SELU_SLOPE, celu_constant
 from .layer_rules import UnsupportedLayerError, has_layer_bound, layer_bound
 from .merges import chain_rule, mergeable
 from .result import LayerRow, LipschitzBound
@@ -49,6 +50,11 @@ SLOPES: dict[type, Callable[[nn.Module], tuple[float, float]]] = {
     nn.LeakyReLU: lambda m: (min(m.negative_slope, 1.0), max(m.negative_slope, 1.0)),
     nn.ELU: lambda m: (min(0.0, m.alpha), max(1.0, m.alpha)),
     nn.SiLU: lambda m: (-0.0999, 1.0999), nn.GELU: lambda m: (-0.1291, 1.1291),
+    nn.Mish: lambda m: (-0.1126, MISH_SLOPE), nn.Hardswish: lambda m: (-0.5, 1.5), nn.Hardsigmoid: lambda m: (0.0, 0.1667),
+    nn.SELU: lambda m: (0.0, SELU_SLOPE), nn.CELU: lambda m: (0.0, celu_constant(m.alpha)),
+    nn.LogSigmoid: lambda m: (0.0, 1.0), nn.Softshrink: lambda m: (0.0, 1.0), nn.Tanhshrink: lambda m: (0.0, 1.0),
+    nn.PReLU: lambda m: (min(1.0, float(m.weight.detach().min())), max(1.0, float(m.weight.detach().max()))),
+    nn.RReLU: lambda m: (min(1.0, (m.lower + m.upper) / 2), max(1.0, (m.lower + m.upper) / 2)),  # eval
 }
 FUNCTION_SLOPES = {torch.relu: (0.0, 1.0), F.relu: (0.0, 1.0), torch.tanh: (0.0, 1.0), torch.sigmoid: (0.0, 0.25),
                    "relu": (0.0, 1.0), "tanh": (0.0, 1.0), "sigmoid": (0.0, 0.25)}  # (call_method names)

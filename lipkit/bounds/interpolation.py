@@ -20,18 +20,35 @@ from torch import Tensor
 from ..norms.linalg import certified_top_singular_value
 
 SEPARABLE_MODES = ("linear", "bilinear", "bicubic", "trilinear", "area", "lanczos")
+CHUNK_ENTRIES = 2 ** 21  # input entries per call of the map while reading its axis matrices
 
 
 def axis_matrix(fn: Callable[[Tensor], Tensor], spatial: tuple[int, ...], axis: int) -> Tensor:
-    """A_axis (out x in): fn applied to one-hot vectors along `axis`, read at index 0 of the
-    other axes."""
+    """A_axis (out x in): fn applied to one-hot vectors along `axis`, the other axes of size 1
+    (cheap), or, where the map shrinks a size-1 axis to nothing (a scale factor below 1), of
+    their real sizes (constant along them), read at index 0 of the other axes, CHUNK_ENTRIES
+    input entries per call."""
+    reduced = tuple(n if k == axis else 1 for k, n in enumerate(spatial))
+    try:
+        matrix = _axis_matrix(fn, reduced, axis)
+        if matrix.numel():
+            return matrix
+    except RuntimeError:
+        pass
+    return _axis_matrix(fn, spatial, axis)
+
+
+def _axis_matrix(fn: Callable[[Tensor], Tensor], spatial: tuple[int, ...], axis: int) -> Tensor:
     n = spatial[axis]
     shape = [1] * len(spatial)
     shape[axis] = n
-    onehot = torch.eye(n, dtype=torch.float64).view(n, 1, *shape).expand(n, 1, *spatial)
-    out = fn(onehot.contiguous())  # (n, 1, *out_spatial)
     index = tuple(slice(None) if k == axis else 0 for k in range(len(spatial)))
-    return out[(slice(None), 0, *index)].T
+    step = max(1, CHUNK_ENTRIES // math.prod(spatial))
+    columns = []
+    for start in range(0, n, step):
+        onehot = torch.eye(n, dtype=torch.float64)[start:start + step].view(-1, 1, *shape).expand(-1, 1, *spatial)
+        columns.append(fn(onehot.contiguous())[(slice(None), 0, *index)].clone())  # (chunk, out): no full output kept
+    return torch.cat(columns).T
 
 
 def separable_norm(fn: Callable[[Tensor], Tensor], sample_shape: tuple[int, ...]) -> float:

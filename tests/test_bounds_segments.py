@@ -73,7 +73,8 @@ def test_generic_joints_are_cuts_and_stay_sound():
                                    nn.Softsign(), nn.Sigmoid(), nn.LeakyReLU(0.2), nn.LeakyReLU(-0.5), nn.ELU(2.0),
                                    nn.ELU(0.5), nn.SiLU(), nn.GELU(), nn.GELU(approximate="tanh"), nn.Mish(),
                                    nn.Hardswish(), nn.Hardsigmoid(), nn.SELU(), nn.CELU(0.5), nn.LogSigmoid(),
-                                   nn.Softshrink(0.5), nn.Tanhshrink(), nn.PReLU(init=-0.7).double(), nn.RReLU(-3.0, -1.0).eval()],
+                                   nn.Softshrink(0.5), nn.Tanhshrink(), nn.PReLU(init=-0.7).double(),
+                                   nn.RReLU(-3.0, -1.0).eval()],
                          ids=lambda m: repr(m))
 def test_slope_ranges_contain_every_derivative(layer):
     x = torch.linspace(-60, 60, 600001, dtype=torch.float64, requires_grad=True)

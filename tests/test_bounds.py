@@ -112,8 +112,8 @@ def test_unsupported_layer_names_it_and_registration_fixes_it():
         def forward(self, x):
             return 2 * x
 
-    model = nn.Sequential(nn.Linear(3, 3), nn.LayerNorm(3))
-    with pytest.raises(lk.UnsupportedLayerError, match="(?s)LayerNorm.*register_layer_bound"):
+    model = nn.Sequential(nn.Linear(3, 3), nn.Hardshrink())  # a step function: no rule
+    with pytest.raises(lk.UnsupportedLayerError, match="(?s)Hardshrink.*register_layer_bound"):
         lk.lipschitz_bound(model, (3,))
 
     class Scale(nn.Module):  # a leaf-like layer that fx would otherwise trace through
@@ -176,12 +176,12 @@ def test_an_unsupported_model_fails_fast_naming_every_problem(monkeypatch):
 
     computed = []
     monkeypatch.setattr(network, "layer_bound", lambda *a: computed.append(a))
-    model = nn.Sequential(nn.Linear(3, 8), nn.LayerNorm(8), Square(), nn.GroupNorm(2, 8), nn.LayerNorm(8),
-                          nn.Linear(8, 1))
+    model = nn.Sequential(nn.Linear(3, 8), nn.Hardshrink(), Square(), nn.Threshold(0.1, 20.0), nn.Hardshrink(),
+                          nn.Linear(8, 1))  # (step functions: no rule)
     began = time.perf_counter()
     with pytest.raises(lk.UnsupportedLayerError) as info:
         lk.lipschitz_bound(model, (3,))
     assert time.perf_counter() - began < 1.0 and computed == []
     message = str(info.value)
-    assert "3 problems" in message and "LayerNorm (at '1', '4')" in message and "GroupNorm (at '3')" in message
-    assert "mul" in message and "@lipkit.register_layer_bound(LayerNorm)" in message
+    assert "3 problems" in message and "Hardshrink (at '1', '4')" in message and "Threshold (at '3')" in message
+    assert "mul" in message and "@lipkit.register_layer_bound(Hardshrink)" in message

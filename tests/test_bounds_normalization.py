@@ -63,3 +63,18 @@ def test_a_pre_norm_block_gets_a_bound_above_its_dense_jacobian():
     model = Block().double().eval()
     dense = max(dense_norm(model, (3, 4), seed) for seed in range(8))
     assert lk.lipschitz_bound(model, (3, 4)).upper >= dense
+
+
+@pytest.mark.parametrize("eps", [1e-4, None])
+def test_rms_norm_is_bounded_and_reaches_the_bound_at_zero(eps):
+    """RMSNorm's Jacobian at x = 0 is diag(gamma) / sqrt(eps): the bound, exactly (eps=None is
+    the weight dtype's machine epsilon, as torch's forward uses)."""
+    torch.manual_seed(0)
+    layer = nn.RMSNorm(6, eps=eps)
+    with torch.no_grad():
+        layer.weight.normal_()
+    model = nn.Sequential(layer).double().eval()
+    certified = lk.lipschitz_bound(model, (6,)).upper
+    for seed in range(6):
+        assert dense_norm(model, (6,), seed) <= certified
+    assert jacobian_norm_at(model, torch.zeros(6, dtype=torch.float64)) == pytest.approx(certified, rel=1e-9)

@@ -1,5 +1,5 @@
 """Normalization by the input's own statistics (LayerNorm, GroupNorm, InstanceNorm without
-running statistics) has a global Lipschitz constant only thanks to eps, and it is large.
+running statistics, RMSNorm) has a global Lipschitz constant only thanks to eps, and it is large.
 
 Per normalized group of n entries, z = (x - mean) / s with s = sqrt(var + eps) has Jacobian
 (P - z z^T / n) / s, P = I - 1 1^T / n the centring projection; z is orthogonal to 1 and
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 
+import torch
 import torch.nn as nn
 
 from .layer_rules import LayerRule, layer_bound
@@ -31,6 +32,19 @@ def _gamma_max(layer: nn.Module) -> float:
 @layer_bound.register(nn.GroupNorm)
 def _self_normalizing(layer, input_shape, method):
     return LayerRule(_gamma_max(layer) / math.sqrt(layer.eps), "max|gamma| / sqrt(eps): the slope at a constant input")
+
+
+@layer_bound.register(nn.RMSNorm)
+def _rms_norm(layer, input_shape, method):
+    # x / sqrt(mean(x^2) + eps): Jacobian (I - z z^T / n) / r with |z|^2 / n < 1, so <= 1 / sqrt(eps),
+    # reached at x = 0. eps=None means the weight dtype's machine epsilon (torch's default).
+    eps = layer.eps if layer.eps is not None else torch.finfo(_dtype(layer)).eps
+    return LayerRule(_gamma_max(layer) / math.sqrt(eps), "max|gamma| / sqrt(eps): the slope at 0")
+
+
+def _dtype(layer: nn.Module) -> torch.dtype:
+    weight = getattr(layer, "weight", None)
+    return weight.dtype if weight is not None else torch.get_default_dtype()
 
 
 for _cls in INSTANCE_NORMS:

@@ -10,7 +10,7 @@ model's input, and the rules are the textbook ones:
     c * a, a / c  L = |c| * L_a                   (c a Python number)
     cat/stack     L = sqrt(sum L_i^2)
     reshape, view, flatten, permute, slicing: L unchanged; sizes and shapes: constants;
-    in-place writes update the tensor written (or are refused when it has views).
+    in-place writes update the tensor written (or are refused when it has views taken before).
 An operation not covered raises an error that names it: nothing is silently skipped.
 Bounds describe the model in eval mode; tracing and shape propagation run in eval mode
 under no_grad and restore the training flags after, so no constraint state moves.

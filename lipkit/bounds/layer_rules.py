@@ -24,6 +24,7 @@ from ..layers import CayleyConv2d, GroupSort
 from ..norms.linalg import certified_top_singular_value
 from ..norms.measure import conv_gram_norm, operator_norm
 from ..norms.operators import BATCHNORM, CONV, CONV_TRANSPOSE, IDENTITY_LIKE, as_input_shape
+from ..overrides import known_base, overridden_base
 from .copying import MODULES as COPYING
 from .copying import module_constant
 from .pooling import adaptive_avg_constant, adaptive_max_constant
@@ -57,27 +58,19 @@ def register_layer_bound(cls: type):
 
 def rule_class(cls: type) -> type | None:
     """The nearest class in cls's MRO with a registered rule (None: none is registered)."""
-    return next((c for c in cls.__mro__ if c is not object and c in layer_bound.registry), None)
-
-
-def overridden_base(cls: type) -> type | None:
-    """The class whose rule cls would inherit, when cls (or a class between them) overrides
-    that class's forward: the inherited rule would ignore what the override does (a Linear
-    subclass whose forward adds a LoRA branch, a conv that standardizes its weight first)."""
-    base = rule_class(cls)
-    return base if base is not None and base is not cls and cls.forward is not base.forward else None
+    return known_base(cls, layer_bound.registry)
 
 
 def has_layer_bound(cls: type) -> bool:
     """Whether a registered rule describes cls's forward (its own, or an ancestor's that cls
-    does not override)."""
-    return rule_class(cls) is not None and overridden_base(cls) is None
+    does not override: lipkit/overrides.py)."""
+    return rule_class(cls) is not None and overridden_base(cls, layer_bound.registry) is None
 
 
 def unbounded_kind(cls: type) -> str:
     """How an unsupported layer type is named in the error: its name, and why when it
     inherits a rule that does not apply."""
-    base = overridden_base(cls)
+    base = overridden_base(cls, layer_bound.registry)
     return cls.__name__ + (f" (overrides {base.__name__}.forward, so {base.__name__}'s bound does not describe it)"
                            if base is not None else "")
 

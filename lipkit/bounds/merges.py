@@ -34,6 +34,7 @@ from ..norms.linalg import (
     dense_top_singular_value,
 )
 from ..norms.operators import AVGPOOL, BATCHNORM, CONV, CONV_TRANSPOSE, IDENTITY_LIKE, batchnorm_scale, build_operator
+from ..overrides import known_base, overridden_base
 from .layer_rules import LayerRule, layer_bound, linear_layer_rule
 
 DROPOUT = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d)
@@ -44,8 +45,7 @@ MERGEABLE = (*WEIGHTED, *BATCHNORM, *AVGPOOL, *IDENTITY_LIKE, *DROPOUT)
 def mergeable(layer: nn.Module) -> bool:
     """A layer whose map is its base class's linear map: a subclass that overrides forward
     (anything may happen there) is not merged, it keeps its own registered rule."""
-    base = next((cls for cls in MERGEABLE if isinstance(layer, cls)), None)
-    return base is not None and type(layer).forward is base.forward
+    return known_base(type(layer), MERGEABLE) is not None and overridden_base(type(layer), MERGEABLE) is None
 
 
 def linear_chains(gm: fx.GraphModule) -> dict[fx.Node, list[fx.Node]]:

@@ -19,6 +19,7 @@ import torch
 import torch.nn as nn
 from torch.nn.utils import parametrize
 
+from ..overrides import overridden_base
 from ..where import Where, select
 from .base import Constraint, check_finite
 from .options import WEIGHT_LAYERS, build_constraint, resolve_options, supported_layers
@@ -237,13 +238,12 @@ def _check_real_weight(name: str, layer: nn.Module) -> None:
 
 def _check_own_forward(name: str, layer: nn.Module, method: str, options: dict[str, Any]) -> None:
     # AOL, Bjorck and operator="conv" promise a bound on the map the layer's forward computes,
-    # and compute it as nn.Linear's / nn.ConvNd's map: a subclass that overrides forward (a conv
-    # that pads or rescales on its own, a LoRA Linear) computes another map, which a conv-SN
-    # layer was seen to take to 3.99x its bound.
+    # and compute it as nn.Linear's / nn.ConvNd's map: a subclass that overrides forward computes
+    # another (lipkit/overrides.py), which a conv-SN layer was seen to take to 3.99x its bound.
     if not (method in ("aol", "bjorck") or (method == "spectral" and options.get("operator") == "conv")):
         return
-    base = next((c for c in type(layer).__mro__ if c in WEIGHT_LAYERS), None)
-    if base is not None and type(layer).forward is not base.forward:
+    base = overridden_base(type(layer), WEIGHT_LAYERS)
+    if base is not None:
         raise ValueError(
             f"layer {name!r} ({type(layer).__name__}) overrides {base.__name__}.forward, so method {method!r} cannot "
             f"bound its map (it bounds {base.__name__}'s): leave it out with where=..., or constrain the plain "

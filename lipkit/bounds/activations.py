@@ -1,7 +1,7 @@
 """Elementwise activations: each is as Lipschitz as its largest slope, max |f'|.
 
 The module rules are registered here; function_rules.py reads FUNCTIONS (and
-function_constant) for the functional and method forms. Constants that are not exact are
+function_constant) for the functional and method forms, segments.py the slope ranges. Constants that are not exact are
 rounded UP; tests/test_bounds_activations.py checks every one against the largest secant
 slope on a dense grid (each secant slope is f' somewhere: a certified lower bound). Until
 2026-12-01 Mish was certified as 1.0 and SiLU as 1.0998 (rounded down), and ELU with
@@ -9,6 +9,8 @@ alpha < -1 as 1: bounds too small by up to 8.8% per Mish. Step functions (Thresh
 Hardshrink) have no constant and no rule.
 """
 from __future__ import annotations
+
+from typing import Callable
 
 import torch
 import torch.nn as nn
@@ -23,13 +25,13 @@ SELU_SLOPE = 1.7581  # scale * alpha = 1.05070099 * 1.67326324 = 1.75809934, the
 
 SLOPE_ONE = (nn.ReLU, nn.ReLU6, nn.Tanh, nn.Hardtanh, nn.Softplus, nn.Softsign, nn.LogSigmoid, nn.Softshrink,
              nn.Tanhshrink)
-SLOPES = {nn.Mish: MISH_SLOPE, nn.Sigmoid: 0.25, nn.SiLU: SILU_SLOPE, nn.GELU: GELU_SLOPE, nn.Hardswish: 1.5,
+MAX_SLOPES = {nn.Mish: MISH_SLOPE, nn.Sigmoid: 0.25, nn.SiLU: SILU_SLOPE, nn.GELU: GELU_SLOPE, nn.Hardswish: 1.5,
           nn.Hardsigmoid: 1 / 6, nn.SELU: SELU_SLOPE}
 
 
 for _cls in SLOPE_ONE:
     layer_bound.register(_cls)(constant_rule(1.0, "activation, |f'| <= 1"))
-for _cls, _slope in SLOPES.items():
+for _cls, _slope in MAX_SLOPES.items():
     layer_bound.register(_cls)(constant_rule(_slope, f"{_cls.__name__.lower()}, max |f'| = {_slope:.4g}"))
 
 
@@ -85,3 +87,22 @@ def function_constant(fn, args: tuple, kwargs: dict) -> float:
     if fn is F.celu:
         return celu_constant(kwargs.get("alpha", args[0] if args else 1.0))
     return FUNCTIONS[fn]
+
+
+# The range [a, b] of each activation's derivative, for the segment expansion (segments.py;
+# outward-rounded where not exact; tests/test_bounds_segments.py checks each on a dense grid).
+SLOPE_RANGES: dict[type, Callable[[nn.Module], tuple[float, float]]] = {
+    nn.ReLU: lambda m: (0.0, 1.0), nn.ReLU6: lambda m: (0.0, 1.0), nn.Tanh: lambda m: (0.0, 1.0),
+    nn.Hardtanh: lambda m: (0.0, 1.0), nn.Softplus: lambda m: (0.0, 1.0), nn.Softsign: lambda m: (0.0, 1.0),
+    nn.Sigmoid: lambda m: (0.0, 0.25),
+    nn.LeakyReLU: lambda m: (min(m.negative_slope, 1.0), max(m.negative_slope, 1.0)),
+    nn.ELU: lambda m: (min(0.0, m.alpha), max(1.0, m.alpha)),
+    nn.SiLU: lambda m: (-0.0999, 1.0999), nn.GELU: lambda m: (-0.1291, 1.1291),
+    nn.Mish: lambda m: (-0.1126, MISH_SLOPE), nn.Hardswish: lambda m: (-0.5, 1.5), nn.Hardsigmoid: lambda m: (0.0, 0.1667),
+    nn.SELU: lambda m: (0.0, SELU_SLOPE), nn.CELU: lambda m: (0.0, celu_constant(m.alpha)),
+    nn.LogSigmoid: lambda m: (0.0, 1.0), nn.Softshrink: lambda m: (0.0, 1.0), nn.Tanhshrink: lambda m: (0.0, 1.0),
+    nn.PReLU: lambda m: (min(1.0, float(m.weight.detach().min())), max(1.0, float(m.weight.detach().max()))),
+    nn.RReLU: lambda m: (min(1.0, (m.lower + m.upper) / 2), max(1.0, (m.lower + m.upper) / 2)),  # eval
+}
+FUNCTION_SLOPE_RANGES = {torch.relu: (0.0, 1.0), F.relu: (0.0, 1.0), torch.tanh: (0.0, 1.0), torch.sigmoid: (0.0, 0.25),
+                         "relu": (0.0, 1.0), "tanh": (0.0, 1.0), "sigmoid": (0.0, 0.25)}  # (call_method names)

@@ -21,7 +21,7 @@ corresponding share of the product of layer norms, so the bound never exceeds th
 returns the smaller of the two anyway.
 
 Scope: a model whose traced graph is one chain (each node reads only the previous one) of
-linear layers (bounds/merges.py MERGEABLE), elementwise activations of SLOPES, and any other
+linear layers (bounds/merges.py MERGEABLE), elementwise activations of activations.SLOPE_RANGES, and any other
 layer with a registered bound (a forced cut). Anything else (residual sums, several inputs,
 functional reshapes) is refused with a one-line error that names it.
 """
@@ -31,33 +31,13 @@ import math
 from dataclasses import dataclass
 from typing import Callable
 
-import torch
 import torch.fx as fx
 import torch.nn as nn
-import torch.nn.functional as F
 
-from .activations import MISH_SLOPE, SELU_SLOPE, celu_constant
+from .activations import FUNCTION_SLOPE_RANGES, SLOPE_RANGES
 from .layer_rules import UnsupportedLayerError, has_layer_bound, layer_bound
 from .merges import chain_rule, mergeable
 from .result import LayerRow, LipschitzBound
-
-# Elementwise activations: the range [a, b] of their derivative (outward-rounded where not exact;
-# tests/test_bounds_segments.py checks each on a dense grid).
-SLOPES: dict[type, Callable[[nn.Module], tuple[float, float]]] = {
-    nn.ReLU: lambda m: (0.0, 1.0), nn.ReLU6: lambda m: (0.0, 1.0), nn.Tanh: lambda m: (0.0, 1.0),
-    nn.Hardtanh: lambda m: (0.0, 1.0), nn.Softplus: lambda m: (0.0, 1.0), nn.Softsign: lambda m: (0.0, 1.0),
-    nn.Sigmoid: lambda m: (0.0, 0.25),
-    nn.LeakyReLU: lambda m: (min(m.negative_slope, 1.0), max(m.negative_slope, 1.0)),
-    nn.ELU: lambda m: (min(0.0, m.alpha), max(1.0, m.alpha)),
-    nn.SiLU: lambda m: (-0.0999, 1.0999), nn.GELU: lambda m: (-0.1291, 1.1291),
-    nn.Mish: lambda m: (-0.1126, MISH_SLOPE), nn.Hardswish: lambda m: (-0.5, 1.5), nn.Hardsigmoid: lambda m: (0.0, 0.1667),
-    nn.SELU: lambda m: (0.0, SELU_SLOPE), nn.CELU: lambda m: (0.0, celu_constant(m.alpha)),
-    nn.LogSigmoid: lambda m: (0.0, 1.0), nn.Softshrink: lambda m: (0.0, 1.0), nn.Tanhshrink: lambda m: (0.0, 1.0),
-    nn.PReLU: lambda m: (min(1.0, float(m.weight.detach().min())), max(1.0, float(m.weight.detach().max()))),
-    nn.RReLU: lambda m: (min(1.0, (m.lower + m.upper) / 2), max(1.0, (m.lower + m.upper) / 2)),  # eval
-}
-FUNCTION_SLOPES = {torch.relu: (0.0, 1.0), F.relu: (0.0, 1.0), torch.tanh: (0.0, 1.0), torch.sigmoid: (0.0, 0.25),
-                   "relu": (0.0, 1.0), "tanh": (0.0, 1.0), "sigmoid": (0.0, 0.25)}  # (call_method names)
 
 
 @dataclass
@@ -145,16 +125,16 @@ def _joint(node: fx.Node, layer: nn.Module | None, in_shape: tuple[int, ...], me
     """None for a linear layer; else the nonlinearity's (mid, half)."""
     if layer is not None and mergeable(layer):
         return None
-    if layer is not None and type(layer) in SLOPES:
-        return _elementwise(*SLOPES[type(layer)](layer))
+    if layer is not None and type(layer) in SLOPE_RANGES:
+        return _elementwise(*SLOPE_RANGES[type(layer)](layer))
     if layer is not None and has_layer_bound(type(layer)):
         return _Joint(0.0, layer_bound(layer, in_shape, method).bound)
     key = node.target if node.op in ("call_function", "call_method") else None
-    if key in FUNCTION_SLOPES and len(node.args) == 1 and not node.kwargs:
-        return _elementwise(*FUNCTION_SLOPES[key])
+    if key in FUNCTION_SLOPE_RANGES and len(node.args) == 1 and not node.kwargs:
+        return _elementwise(*FUNCTION_SLOPE_RANGES[key])
     what = type(layer).__name__ if layer is not None else getattr(node.target, "__name__", node.target)
     raise UnsupportedLayerError(f"method='segments' has no rule for {what}: linear layers, the activations "
-                                f"{', '.join(c.__name__ for c in SLOPES)} and layers with a registered bound; "
+                                f"{', '.join(c.__name__ for c in SLOPE_RANGES)} and layers with a registered bound; "
                                 "use method='gram'")
 
 

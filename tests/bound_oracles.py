@@ -7,11 +7,15 @@ import torch
 import torch.nn as nn
 
 
+def jacobian_norm_at(model: nn.Module, x: torch.Tensor) -> float:
+    """||J||_2 of `model` at one sample x (no batch dim)."""
+    jac = torch.autograd.functional.jacobian(lambda t: model(t).reshape(-1), x[None]).reshape(-1, x.numel())
+    return float(torch.linalg.matrix_norm(jac, ord=2))
+
+
 def dense_norm(model: nn.Module, shape: tuple[int, ...], seed: int = 0) -> float:
     """||J||_2 of `model` at one random float64 sample of `shape` (seeded)."""
-    x = torch.randn(1, *shape, dtype=torch.float64, generator=torch.Generator().manual_seed(seed))
-    jac = torch.autograd.functional.jacobian(lambda t: model(t).reshape(-1), x).reshape(-1, x.numel())
-    return float(torch.linalg.matrix_norm(jac, ord=2))
+    return jacobian_norm_at(model, torch.randn(shape, dtype=torch.float64, generator=torch.Generator().manual_seed(seed)))
 
 
 class Applies(nn.Module):

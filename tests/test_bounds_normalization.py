@@ -9,14 +9,9 @@ import math
 import pytest
 import torch
 import torch.nn as nn
-from bound_oracles import dense_norm
+from bound_oracles import dense_norm, jacobian_norm_at
 
 import lipkit as lk
-
-
-def jacobian_norm_at(model: nn.Module, x: torch.Tensor) -> float:
-    jac = torch.autograd.functional.jacobian(lambda t: model(t).reshape(-1), x[None]).reshape(-1, x.numel())
-    return float(torch.linalg.matrix_norm(jac, ord=2))
 
 
 @pytest.mark.parametrize("layer,shape", [

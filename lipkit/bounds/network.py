@@ -47,6 +47,7 @@ from .result import LayerRow, LipschitzBound
 from .segments import tighten
 
 BOUND_METHODS = ("gram", "exact", "segments")
+DRY_RULE = "lipkit_dry_rule"  # node meta: a layer rule the dry walk already computed
 
 
 class _Tracer(fx.Tracer):
@@ -186,8 +187,8 @@ def _check_module(node: fx.Node, layer: nn.Module, lip: dict, problems: list[tup
     elif dependent and not has_layer_bound(type(layer)):
         problems.append((unbounded_kind(type(layer)), node.target))
     elif dependent and isinstance(layer, DRY_RUN_RULES):
-        try:
-            layer_bound(layer, sample_shape(dependent[0]), "gram")
+        try:  # kept for the real walk (these rules do not depend on the method): computed once
+            node.meta[DRY_RULE] = layer_bound(layer, sample_shape(dependent[0]), "gram")
         except UnsupportedLayerError as err:
             problems.append((str(err), node.target))  # the message starts with the layer's repr
 
@@ -228,7 +229,7 @@ def _module_rule(node: fx.Node, layer: nn.Module, lip: dict, method: str) -> lis
         lip[node] = None
         return []
     in_shape = sample_shape(dependent[0])
-    rule = layer_bound(layer, in_shape, method)
+    rule = node.meta.get(DRY_RULE) or layer_bound(layer, in_shape, method)
     lip[node] = rule.bound * lip[dependent[0]]
     if getattr(layer, "inplace", False) and rule.bound > 1:  # nn.Hardswish(inplace=True) writes into its input:
         write_in_place(node, dependent[0], lip)  # later reads get its constant (or refused if the input has views)

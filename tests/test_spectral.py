@@ -50,6 +50,10 @@ LAYERS = {
     "convT2d_outpad_groups": (
         lambda: nn.ConvTranspose2d(6, 4, 3, stride=2, padding=1, output_padding=1, groups=2), (6, 7, 7), 0.05),
     "convT1d_dilated": (lambda: nn.ConvTranspose1d(3, 2, 3, dilation=2), (3, 16), 0.05),
+    # output_padding >= stride (allowed under dilation): the conv of the output is longer than
+    # the input, so the adjoint must crop it ("gram" and "power" crashed on the shape).
+    "convT2d_outpad_ge_stride": (
+        lambda: nn.ConvTranspose2d(2, 3, 2, stride=(1, 2), dilation=3, output_padding=(1, 2)), (2, 8, 7), None),
     "convT3d": (lambda: nn.ConvTranspose3d(2, 3, 2, stride=2), (2, 3, 3, 3), 0.05),
     "avgpool2": (lambda: nn.AvgPool2d(2), (3, 8, 8), 1e-6),
     "avgpool3_s2_p1": (lambda: nn.AvgPool2d(3, stride=2, padding=1), (3, 12, 12), None),

@@ -104,9 +104,13 @@ def build_operator(layer: nn.Module, in_shape: tuple[int, ...], dtype: torch.dty
             x, w, None, layer.stride, layer.padding, layer.output_padding, layer.groups,
             layer.dilation,
         )
+        # output_padding >= a dim's stride (allowed when the dilation is larger) makes the
+        # conv of the output longer than the input: conv_transpose is the adjoint of that conv
+        # cropped to its first n outputs, so its adjoint is the conv, cropped.
+        crop = (Ellipsis, *(slice(0, n) for n in in_shape[1:]))
         adjoint = lambda y: CONV_FN[nd](  # noqa: E731
             y, w, None, layer.stride, layer.padding, layer.dilation, layer.groups
-        )
+        )[crop]
     elif isinstance(layer, BATCHNORM):
         scale = batchnorm_scale(layer).to(dtype)
         view = (1, -1) + (1,) * (len(in_shape) - 1)

@@ -583,3 +583,20 @@ def test_operator_bounds_refuse_a_layer_that_overrides_forward(method, options):
     jac = torch.autograd.functional.jacobian(lambda t: kept(t).reshape(-1), x).reshape(-1, x.numel())
     assert float(torch.linalg.matrix_norm(jac, ord=2)) <= 1.0 + 1e-3
     lc.constrain(nn.Sequential(PaddedScaled(2, 3, 3)), "spectral")  # reshape SN bounds the weight: allowed
+
+
+def test_conv_sn_registers_on_a_rank_one_symbol():
+    """Each group of this ConvTranspose3d has one output channel, so every frequency's symbol
+    is one row and the ranking's Krylov space turns invariant: its next block was subnormal
+    noise, complex QR returned NaN and registration failed in eigh (a random-geometry sweep,
+    2026-12-01; tests/test_conv_modes.py has the mechanism). Now it registers and its norm
+    (dense Jacobian) is within the bound."""
+    torch.manual_seed(0)
+    layer = nn.ConvTranspose3d(3, 3, (3, 2, 2), (2, 3, 3), 1, dilation=3, groups=3, bias=False)
+    shape = (3, 6, 5, 7)
+    model = lc.constrain(nn.Sequential(layer), "spectral", operator="conv")
+    model(torch.randn(2, *shape))
+    exported = lc.export(model).double()
+    x = torch.zeros(1, *shape, dtype=torch.float64)
+    jac = torch.autograd.functional.jacobian(lambda t: exported(t).reshape(-1), x).reshape(-1, x.numel())
+    assert float(torch.linalg.matrix_norm(jac, ord=2)) <= 1.0 + 1e-3

@@ -63,6 +63,19 @@ def _gram_times(sym: Tensor, y: Tensor) -> Tensor:
     return (y.mH.resolve_conj() @ sym).mH.resolve_conj()
 
 
+def _orthonormal_columns(block: Tensor) -> Tensor:
+    """Q of block's QR, each column first scaled by the power of two that brings its largest
+    entry into [0.5, 1) (a column below the smallest normal number: zeroed). Complex
+    Householder QR returns NaN for a column whose entries are all subnormal (the real one
+    copes): once a Krylov space is invariant, the next block is rounding noise that can be that
+    small (ConvTranspose3d(3, 3, (3, 2, 2), (2, 3, 3), 1, dilation=3, groups=3) at 3x6x5x7: a
+    rank-1 symbol). Scaling a column leaves Q unchanged, and by a power of two, exactly."""
+    largest = block.abs().amax(dim=-2, keepdim=True)
+    exponent = torch.frexp(largest).exponent
+    scaled = block * torch.ldexp(torch.ones_like(largest), -exponent)
+    return torch.linalg.qr(torch.where(largest >= torch.finfo(largest.dtype).tiny, scaled, 0)).Q
+
+
 def _krylov_ritz(sym: Tensor, start: Tensor, depth: int) -> tuple[Tensor, Tensor]:
     """(values, vectors): Rayleigh-Ritz of each pair's sym^H sym on its block Krylov space
     span{X, G X, ..., G^depth X} (G = sym^H sym, X = start (pairs, n, b)); values ascending
@@ -71,12 +84,12 @@ def _krylov_ritz(sym: Tensor, start: Tensor, depth: int) -> tuple[Tensor, Tensor
     n, width = start.shape[1], start.shape[2]
     if n <= width * (depth + 1):  # the space would be all of C^n: the exact eigenpairs
         return torch.linalg.eigh(sym.mH @ sym)
-    basis = torch.linalg.qr(start).Q
+    basis = _orthonormal_columns(start)
     images = sym @ basis
     for _ in range(depth):
         block = _gram_times(sym, images[..., -width:])
         for _ in range(2):  # Gram-Schmidt against the basis then QR, twice
-            block = torch.linalg.qr(block - basis @ (basis.mH @ block)).Q
+            block = _orthonormal_columns(block - basis @ (basis.mH @ block))
         basis, images = torch.cat([basis, block], -1), torch.cat([images, sym @ block], -1)
     # The basis is whitened, not trusted to be orthonormal: once the space is invariant (a
     # symbol of few rows, G of low rank) each new block is rounding noise that no

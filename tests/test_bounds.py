@@ -77,6 +77,30 @@ def test_upper_bound_dominates_lower_bound(name, shape):
     )
 
 
+class ScalesInPlace(nn.Module):
+    """A forward that writes into its input (as an in-place input normalization does)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(4, 3)
+
+    def forward(self, x):
+        return self.fc(x.mul_(2))
+
+
+def test_lower_bound_of_a_forward_writing_into_its_input():
+    """It failed ("a leaf Variable that requires grad is being used in an in-place operation")
+    and would have doubled the caller's inputs; the constant is exactly 2 ||W||."""
+    torch.manual_seed(0)
+    model = ScalesInPlace()
+    x = torch.randn(8, 4)
+    before = x.clone()
+    true = 2 * float(torch.linalg.svdvals(model.fc.weight.detach())[0])
+    assert lk.lipschitz_lower_bound(model, x, steps=5) == pytest.approx(true, rel=1e-5)
+    assert torch.equal(x, before)
+    assert lk.lipschitz_bound(model, (4,)).upper == pytest.approx(true, rel=1e-6)
+
+
 def test_table_lists_every_layer_with_reshaped_sigma():
     model = examples.small_resnet()
     result = lk.lipschitz_bound(model, (1, 28, 28))

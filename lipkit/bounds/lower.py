@@ -67,11 +67,14 @@ def jacobian_norms(f, x: Tensor, n_iter: int = JACOBIAN_ITERS, tol: float = JACO
     return sigma, v
 
 
-def _eval_copy(model: nn.Module, dtype: torch.dtype) -> nn.Module:
+def _eval_copy(model: nn.Module, dtype: torch.dtype):
+    """The model in eval mode at `dtype`, frozen, as a function that hands it a copy of its
+    input: a forward writing into its input (x.sub_(mean)) failed on the leaf tensors the
+    search differentiates, and would have written into the caller's inputs."""
     net = copy.deepcopy(model).eval().to(dtype)
     for p in net.parameters():
         p.requires_grad_(False)
-    return net
+    return lambda x: net(x.clone())
 
 
 def _ratio(f, a: Tensor, d: Tensor) -> Tensor:
@@ -101,7 +104,7 @@ def lipschitz_lower_bound(
     if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not 0 < lr < float("inf"):
         raise ValueError(f"lr must be a finite number > 0, got {lr!r}")
     net32, net64 = _eval_copy(model, torch.float32), _eval_copy(model, torch.float64)
-    device = next(net32.parameters(), inputs).device
+    device = next(model.parameters(), inputs).device
     x = inputs.detach().to(dtype=torch.float32, device=device)
 
     sigma, v = jacobian_norms(net32, x)

@@ -1,7 +1,8 @@
 """The exact Lipschitz constant of maps that copy input entries, at a traced input shape:
 padding (every torch padding module and F.pad: CycleGAN's reflection padding, the option-A
 shortcut of CIFAR ResNets, U-Nets padding to a skip's size), nearest upsampling (nn.Upsample,
-F.interpolate with mode "nearest" / "nearest-exact") and pixel / channel shuffles.
+F.interpolate with mode "nearest" / "nearest-exact"), pixel / channel shuffles and the tensor
+ops that move or repeat entries (flip, roll, repeat, expand, tile, narrow).
 
 Each output entry of such a map is a copy of one input entry or a constant (padding's fill;
 reflect, replicate and circular padding and upsampling copy some entries several times;
@@ -25,7 +26,9 @@ from .interpolation import SEPARABLE_MODES, separable_norm
 
 PAD_MODES = ("constant", "reflect", "replicate", "circular")
 COPY_MODES = ("nearest", "nearest-exact")  # interpolation modes that copy
-FUNCTIONS = (F.pad, F.interpolate, F.pixel_shuffle, F.pixel_unshuffle)
+FUNCTIONS = (F.pad, F.interpolate, F.pixel_shuffle, F.pixel_unshuffle, torch.flip, torch.roll, torch.tile, torch.narrow)
+# Tensor methods that copy entries (x.flip(2), x.repeat(1, 2, 1, 1), x.expand(-1, 4, -1, -1), ...)
+METHODS = ("flip", "roll", "repeat", "expand", "tile", "narrow")
 PAD_MODULES = (nn.ZeroPad1d, nn.ZeroPad2d, nn.ZeroPad3d, nn.ConstantPad1d, nn.ConstantPad2d, nn.ConstantPad3d,
                nn.ReflectionPad1d, nn.ReflectionPad2d, nn.ReflectionPad3d, nn.ReplicationPad1d, nn.ReplicationPad2d,
                nn.ReplicationPad3d, nn.CircularPad1d, nn.CircularPad2d, nn.CircularPad3d)
@@ -49,8 +52,11 @@ def copy_norm(fn: Callable[[torch.Tensor], torch.Tensor], sample_shape: tuple[in
 
 
 def call_constant(fn, args: tuple, kwargs: dict[str, Any], sample_shape: tuple[int, ...]) -> float:
-    """The constant of fn(x, *args, **kwargs) (fn in FUNCTIONS, arguments as the probe run
-    passed them); ValueError for a mode that does not copy."""
+    """The constant of fn(x, *args, **kwargs) (fn in FUNCTIONS, or x.fn(*args, **kwargs) for a
+    name in METHODS; arguments as the probe run passed them); ValueError for a mode that does
+    not copy."""
+    if isinstance(fn, str):
+        return copy_norm(lambda x: getattr(x, fn)(*args, **kwargs), sample_shape)
     if fn is F.pad:
         mode = kwargs.get("mode", args[1] if len(args) > 1 else "constant")
         if mode not in PAD_MODES:

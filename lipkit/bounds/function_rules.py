@@ -28,9 +28,12 @@ import torch.nn.functional as F
 from .activations import FUNCTIONS as ACTIVATIONS
 from .activations import function_constant
 from .copying import FUNCTIONS as COPYING
+from .copying import METHODS as COPYING_METHODS
 from .copying import call_constant
+from .functional_layers import FUNCTIONS as FUNCTIONAL_LAYERS
+from .functional_layers import functional_constant
 from .layer_rules import UnsupportedLayerError
-from .pooling import adaptive_avg_constant, adaptive_max_constant, mean_constant
+from .pooling import adaptive_avg_constant, adaptive_max_constant, reduced_count
 from .probe import recorded_call, value_dtype
 
 Lip = Callable[[Any], "float | None"]
@@ -46,12 +49,19 @@ VIEWS = {
     "flatten", "view", "reshape", "permute", "transpose", "contiguous", "squeeze", "unsqueeze",
 }
 SAME = VIEWS | {operator.neg, torch.neg, "neg", "clone", "float", "double", "to"}
-ALIASING = VIEWS | {operator.getitem, "float", "double", "to"}  # results that may share the source's memory
+# results that may share the source's memory (expand and narrow: copying maps that are views)
+ALIASING = VIEWS | {operator.getitem, "float", "double", "to", "expand", "narrow", torch.narrow}
 SHAPE_QUERIES = {"size", "dim", "numel", "ndimension", builtins.len}  # and getattr(x, "shape")
 CAT = {torch.cat, torch.stack, torch.concat}
 ADAPTIVE_AVG = {F.adaptive_avg_pool1d, F.adaptive_avg_pool2d, F.adaptive_avg_pool3d}
 ADAPTIVE_MAX = {F.adaptive_max_pool1d, F.adaptive_max_pool2d, F.adaptive_max_pool3d}
 MEAN = {torch.mean, "mean"}
+SUM = {torch.sum, "sum"}
+# Reductions over feature dims that are 1-Lipschitz on each group they reduce (so on disjoint
+# groups together): a max or min moves by at most the largest change in its group, logsumexp
+# has gradient softmax (norm <= 1).
+ONE_LIPSCHITZ_REDUCTIONS = {torch.amax, torch.amin, torch.logsumexp, "amax", "amin", "logsumexp"}
+REDUCTIONS = MEAN | SUM | ONE_LIPSCHITZ_REDUCTIONS
 # Ops returning a tuple of pieces of one tensor (ShuffleNet's channel split): each piece keeps
 # some entries of its source, never repeats one, so each has the source's constant.
 SPLITS = {torch.chunk, torch.split, torch.unbind, torch.tensor_split, "chunk", "split", "unbind", "tensor_split"}
@@ -111,10 +121,12 @@ def function_rule(node: fx.Node, lip: Lip) -> float | None:
         return _activation(node, lip, dependent)
     if fn in CAT:
         return math.sqrt(sum(lip(n) ** 2 for n in dependent))
-    if fn in ADAPTIVE_AVG or fn in ADAPTIVE_MAX or fn in MEAN:
+    if fn in ADAPTIVE_AVG or fn in ADAPTIVE_MAX or fn in REDUCTIONS:
         return _pooling(node, lip, dependent)
-    if fn in COPYING:
+    if fn in COPYING or fn in COPYING_METHODS:
         return _copying(node, lip, dependent)
+    if fn in FUNCTIONAL_LAYERS:
+        return _functional_layer(node, lip, dependent)
     name = getattr(fn, "__name__", fn)
     raise UnsupportedLayerError(
         f"no Lipschitz rule for the operation {name!r} in {node.format_node()}. Use a module "
@@ -173,22 +185,24 @@ def _rearrange(node: fx.Node, lip: Lip, dependent: list[fx.Node]) -> float:
 
 
 def _pooling(node: fx.Node, lip: Lip, dependent: list[fx.Node]) -> float:
-    """F.adaptive_{avg,max}_pool{1,2,3}d(x, size) and x.mean(dims) / torch.mean(x, dims): the
-    exact constants of pooling.py, every argument read."""
+    """F.adaptive_{avg,max}_pool{1,2,3}d(x, size) and reductions over feature dims (mean, sum,
+    amax, amin, logsumexp; function or method): the exact constants of pooling.py (mean 1/sqrt(n),
+    sum sqrt(n) for groups of n) or 1, every argument read."""
     x, fn = node.args[0], node.target
     if len(dependent) != 1 or dependent[0] is not x:
         raise UnsupportedLayerError(f"{node.format_node()}: only the pooled tensor may depend on the input")
     shape = x.meta["lipkit_shape"][1:]  # one sample of the pooled tensor
-    names = ("dim", "keepdim") if fn in MEAN else ("output_size", "return_indices")
+    names = ("dim", "keepdim") if fn in REDUCTIONS else ("output_size", "return_indices")
     options = {**dict(zip(names, node.args[1:])), **node.kwargs}
     if len(node.args) > 1 + len(names) or set(options) - set(names) or options.get("return_indices") \
-            or options.get(names[0]) is None:
+            or options.get(names[0]) in (None, ()):
         raise UnsupportedLayerError(f"unsupported arguments in {node.format_node()}: read are {list(names)}, "
-                                    f"{names[0]} must be given (a mean over every dim mixes the batch), "
+                                    f"{names[0]} must be given (a reduction over every dim mixes the batch), "
                                     "return_indices=True is refused")
     try:
-        if fn in MEAN:
-            return mean_constant(shape, options["dim"]) * lip(x)
+        if fn in REDUCTIONS:
+            n = reduced_count(shape, options["dim"])  # refuses the batch dim
+            return (1 / math.sqrt(n) if fn in MEAN else math.sqrt(n) if fn in SUM else 1.0) * lip(x)
         constant = adaptive_avg_constant if fn in ADAPTIVE_AVG else adaptive_max_constant
         return constant(tuple(shape[1:]), options["output_size"]) * lip(x)
     except ValueError as err:
@@ -207,6 +221,19 @@ def _copying(node: fx.Node, lip: Lip, dependent: list[fx.Node]) -> float:
         return call_constant(node.target, args, kwargs, x.meta["lipkit_shape"][1:]) * lip(x)
     except (ValueError, TypeError, RuntimeError) as err:
         raise UnsupportedLayerError(f"{node.format_node()}: {err}") from None
+
+
+def _functional_layer(node: fx.Node, lip: Lip, dependent: list[fx.Node]) -> float:
+    """F.max_pool2d, F.avg_pool2d, F.softmax, F.log_softmax, F.dropout, ...: their module's rule
+    (functional_layers.py) at the arguments the probe run passed."""
+    x = node.args[0]
+    if len(dependent) != 1 or dependent[0] is not x:
+        raise UnsupportedLayerError(f"{node.format_node()}: only its first argument may depend on the input")
+    try:
+        args, kwargs = recorded_call(node)
+    except ValueError as err:
+        raise UnsupportedLayerError(f"{node.format_node()}: {err}") from None
+    return functional_constant(node.target, args, kwargs, x.meta["lipkit_shape"][1:]) * lip(x)
 
 
 def _activation(node: fx.Node, lip: Lip, dependent: list[fx.Node]) -> float:

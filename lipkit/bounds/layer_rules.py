@@ -129,15 +129,30 @@ def constant_rule(value: float, how: str):
 layer_bound.register(GroupSort)(constant_rule(1.0, "sorting: a permutation, 1-Lipschitz and norm-preserving"))
 
 
-@layer_bound.register(nn.Softmax)
-def _softmax(layer, input_shape, method):
+def _softmax_dim(layer, input_shape) -> int:
+    """The (batched) dim a Softmax / LogSoftmax normalizes; refused when it is the batch's."""
     ndim = len(input_shape) + 1  # with the batch dim
     dim = layer.dim if layer.dim is not None else (0 if ndim in (0, 1, 3) else 1)  # torch's implicit choice
     if dim % ndim == 0:
         chosen = "; dim=None chose it" if layer.dim is None else ""
         raise UnsupportedLayerError(f"{layer}: softmax over dim 0 (the batch{chosen}) mixes the samples of a batch: "
                                     "give dim= a dimension of one sample")
+    return dim % ndim
+
+
+@layer_bound.register(nn.Softmax)
+def _softmax(layer, input_shape, method):
+    _softmax_dim(layer, input_shape)
     return LayerRule(1.0, "softmax is 1-Lipschitz (||diag(p) - p p^T|| <= max p)")
+
+
+@layer_bound.register(nn.LogSoftmax)
+def _log_softmax(layer, input_shape, method):
+    # Jacobian I - 1 p^T (p = softmax(x)): its norm grows to sqrt(n) as p tends to a vertex
+    # of the simplex (at p = e_1 the Gram has eigenvalues n and 0 on span{e_1, 1}, 1 elsewhere),
+    # and the norm is convex in p, so sqrt(n) is its supremum over inputs: the exact constant.
+    n = input_shape[_softmax_dim(layer, input_shape) - 1]
+    return LayerRule(math.sqrt(n), f"log-softmax over {n} entries, sup ||I - 1 p^T|| = sqrt({n})")
 
 
 @layer_bound.register(CayleyConv2d)
@@ -164,7 +179,7 @@ for _cls in COPYING:
     layer_bound.register(_cls)(_copying)
 # Rules cheap enough for the dry walk, which runs them to list their refusals before any norm
 # is computed (an unbounded interpolation mode, softmax over the batch).
-DRY_RUN_RULES = (*COPYING, nn.Softmax)
+DRY_RUN_RULES = (*COPYING, nn.Softmax, nn.LogSoftmax)
 
 
 @layer_bound.register(nn.AdaptiveAvgPool1d)

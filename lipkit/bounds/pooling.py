@@ -9,7 +9,7 @@ SVDs of matrices no larger than (output size x input size) of ONE axis. Adaptive
 moves each output by at most the largest change in its window, so as for max pooling
 (layer_rules) its constant is sqrt(the most windows sharing one entry), again per axis.
 A mean over feature dims splits the entries into disjoint groups of n and averages each:
-exactly 1/sqrt(n).
+exactly 1/sqrt(n) (a sum: sqrt(n)).
 """
 from __future__ import annotations
 
@@ -51,12 +51,13 @@ def adaptive_max_constant(spatial: tuple[int, ...], output_size) -> float:
     return math.sqrt(count)
 
 
-def mean_constant(sample_shape: tuple[int, ...], dims) -> float:
-    """1/sqrt(n) for a mean over feature dims `dims` of a batch (dims count the batch as 0);
-    ValueError for a mean that includes the batch dim (it mixes samples)."""
+def reduced_count(sample_shape: tuple[int, ...], dims) -> int:
+    """n, the entries per group of a reduction (mean, sum, ...) over feature dims `dims` of a
+    batch (dims count the batch as 0): a mean has constant 1/sqrt(n), a sum sqrt(n). ValueError
+    for a reduction that includes the batch dim (it mixes samples)."""
     ndim = len(sample_shape) + 1
     dims = (dims,) if isinstance(dims, int) else tuple(dims)
     resolved = {d % ndim for d in dims}
     if not dims or 0 in resolved:
-        raise ValueError("a mean over the batch dimension mixes the samples of a batch")
-    return 1.0 / math.sqrt(math.prod(sample_shape[d - 1] for d in resolved))
+        raise ValueError("a reduction over the batch dimension mixes the samples of a batch")
+    return math.prod(sample_shape[d - 1] for d in resolved)

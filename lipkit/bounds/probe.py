@@ -1,13 +1,19 @@
 """What the traced graph computes at the bound's input shape, found by running it on probe
 batches: every tensor value's shape (one sample's, checked to follow the batch size) and dtype, and
-the concrete arguments of each call of a copying function (F.pad, F.interpolate, ...: often
-computed from x.size(), as a U-Net pads to its skip's size)."""
+the concrete arguments of each call of a copying function or a functional layer (F.pad,
+F.interpolate, F.max_pool2d, ...: often computed from x.size(), as a U-Net pads to its skip's
+size)."""
 from __future__ import annotations
 
 import torch
 import torch.fx as fx
 
-from .copying import FUNCTIONS
+from .copying import FUNCTIONS as COPYING
+from .copying import METHODS as COPYING_METHODS
+from .functional_layers import FUNCTIONS as FUNCTIONAL_LAYERS
+
+# Calls whose concrete arguments the rules read (function_rules._copying / _functional_layer)
+RECORDED = frozenset((*COPYING, *COPYING_METHODS, *FUNCTIONAL_LAYERS))
 
 # The graph is probed at two batch sizes: a value whose leading dim does not follow the
 # batch size mixes samples (e.g. x - x.mean(0)) and has no per-sample Lipschitz constant.
@@ -16,7 +22,7 @@ PROBE_BATCHES = ("lipkit_shape", 2), ("lipkit_shape_alt", 3)
 
 class ShapeRecorder(fx.Interpreter):
     """Runs the graph once on a probe batch and records every tensor value's shape (and dtype,
-    under `key` + "_dtype"), and the arguments after the first that each copying function
+    under `key` + "_dtype"), and the arguments after the first that each call in RECORDED
     received (under `key` + "_call")."""
 
     def __init__(self, gm: fx.GraphModule, key: str):
@@ -35,7 +41,7 @@ class ShapeRecorder(fx.Interpreter):
         if isinstance(result, torch.Tensor):
             n.meta[self.key] = tuple(result.shape)
             n.meta[self.key + "_dtype"] = result.dtype
-        if n.op == "call_function" and n.target in FUNCTIONS:
+        if n.op in ("call_function", "call_method") and n.target in RECORDED:
             args, kwargs = self.fetch_args_kwargs_from_env(n)
             n.meta[self.key + "_call"] = (tuple(args[1:]), dict(kwargs))
         return result
@@ -65,7 +71,7 @@ def sample_shape(node: fx.Node) -> tuple[int, ...] | None:
 
 
 def recorded_call(node: fx.Node) -> tuple[tuple, dict]:
-    """(arguments after the first, keyword arguments) a copying function's node received, the
+    """(arguments after the first, keyword arguments) a RECORDED call's node received, the
     same at both probes (ValueError otherwise: arguments that follow the batch size)."""
     (key_a, _), (key_b, _) = PROBE_BATCHES
     a, b = node.meta.get(key_a + "_call"), node.meta.get(key_b + "_call")

@@ -114,3 +114,29 @@ def test_one_lipschitz_reductions(fn):
 def test_functional_refusals(fn, match):
     with pytest.raises((lk.UnsupportedLayerError, ValueError), match=match):
         lk.lipschitz_bound(Applies(fn), (2, 4, 4))
+
+
+class Extremes(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv, self.one = nn.Conv2d(2, 2, 3, padding=1), nn.Conv2d(2, 1, 1)
+
+    def forward(self, x):
+        return torch.maximum(self.conv(x), 2.0 * x) - torch.minimum(x, self.one(x)) + x.fmax(torch.zeros(1, 2, 1, 1))
+
+
+def test_elementwise_maximum_and_minimum():
+    """sqrt(sum of m L^2) over the input-dependent operands (m: broadcast multiplicity): above
+    every Jacobian; a constant operand adds nothing (maximum(x, 0) is relu: exactly 1)."""
+    torch.manual_seed(0)
+    model = Extremes().double().eval()
+    upper = lk.lipschitz_bound(model, (2, 5, 5)).upper
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(8):
+        assert jacobian_norm_at(model, torch.randn(2, 5, 5, dtype=torch.float64, generator=gen)) <= upper
+    relu = Applies(lambda x: torch.maximum(x, torch.zeros(())))
+    assert lk.lipschitz_bound(relu, (3, 4)).upper == 1.0
+    broadcast = Applies(lambda x: torch.minimum(x, x[:, :1]))  # row 0 replicated over the 3 rows
+    assert lk.lipschitz_bound(broadcast, (3, 4)).upper == pytest.approx(math.sqrt(1 + 3))
+    # where row 0 is the smallest every output copies it: sqrt(3), the most this map reaches
+    assert jacobian_norm_at(broadcast, torch.arange(12.0, dtype=torch.float64).view(3, 4)) == pytest.approx(math.sqrt(3))

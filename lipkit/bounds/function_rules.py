@@ -62,6 +62,9 @@ SUM = {torch.sum, "sum"}
 # has gradient softmax (norm <= 1).
 ONE_LIPSCHITZ_REDUCTIONS = {torch.amax, torch.amin, torch.logsumexp, "amax", "amin", "logsumexp"}
 REDUCTIONS = MEAN | SUM | ONE_LIPSCHITZ_REDUCTIONS
+# Elementwise max / min of two tensors: each output moves by at most the larger of its two
+# operands' changes.
+EXTREMES = {torch.maximum, torch.minimum, torch.fmax, torch.fmin, "maximum", "minimum", "fmax", "fmin"}
 # Ops returning a tuple of pieces of one tensor (ShuffleNet's channel split): each piece keeps
 # some entries of its source, never repeats one, so each has the source's constant.
 SPLITS = {torch.chunk, torch.split, torch.unbind, torch.tensor_split, "chunk", "split", "unbind", "tensor_split"}
@@ -121,6 +124,8 @@ def function_rule(node: fx.Node, lip: Lip) -> float | None:
         return _activation(node, lip, dependent)
     if fn in CAT:
         return math.sqrt(sum(lip(n) ** 2 for n in dependent))
+    if fn in EXTREMES:
+        return _extreme(node, lip)
     if fn in ADAPTIVE_AVG or fn in ADAPTIVE_MAX or fn in REDUCTIONS:
         return _pooling(node, lip, dependent)
     if fn in COPYING or fn in COPYING_METHODS:
@@ -149,6 +154,17 @@ def _sum(node: fx.Node, lip: Lip) -> float:
         if isinstance(operand, fx.Node) and lip(operand) is not None:
             total += abs(coef) * math.sqrt(out / sample_numel(operand)) * lip(operand)
     return total
+
+
+def _extreme(node: fx.Node, lip: Lip) -> float:
+    """max(a, b) / min(a, b) elementwise: |max(a, b) - max(a', b')| <= max(|a - a'|, |b - b'|),
+    whose square is at most the sum of both squares, so L^2 <= m_a L_a^2 + m_b L_b^2 (m: an
+    operand's broadcast multiplicity; an input-independent operand adds nothing)."""
+    if len(node.args) != 2 or node.kwargs:
+        raise UnsupportedLayerError(f"unsupported arguments in {node.format_node()}: two tensors are read")
+    out = sample_numel(node)
+    total = sum(out / sample_numel(a) * lip(a) ** 2 for a in node.args if isinstance(a, fx.Node) and lip(a) is not None)
+    return math.sqrt(total)
 
 
 def _scale(node: fx.Node, lip: Lip, dependent: list[fx.Node]) -> float:

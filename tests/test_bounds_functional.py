@@ -110,6 +110,12 @@ def test_one_lipschitz_reductions(fn):
     (lambda x: F.max_pool2d(x, 2, return_indices=True)[0], "return_indices|not a tensor|unsupported"),
     (lambda x: F.softmax(x, 1, dtype=torch.int64), "mixes|dtype|int"),
     (lambda x: x.sum(1, dtype=torch.float64), "not read|unsupported arguments"),
+    # shapes follow the batch, but entries move between samples: refused, not bounded as 1
+    (lambda x: torch.roll(x, 1), "mixes the samples"),
+    (lambda x: x.roll(1, 0), "mixes the samples"),
+    (lambda x: x.flip(0, 2), "mixes the samples"),
+    (lambda x: x.flip(2, 0), "mixes the samples"),
+    (lambda x: torch.flip(x, dims=(-4,)), "mixes the samples"),
 ])
 def test_functional_refusals(fn, match):
     with pytest.raises((lk.UnsupportedLayerError, ValueError), match=match):

@@ -55,6 +55,7 @@ def call_constant(fn, args: tuple, kwargs: dict[str, Any], sample_shape: tuple[i
     """The constant of fn(x, *args, **kwargs) (fn in FUNCTIONS, or x.fn(*args, **kwargs) for a
     name in METHODS; arguments as the probe run passed them); ValueError for a mode that does
     not copy."""
+    _check_batch_kept(fn, args, kwargs, len(sample_shape) + 1)
     if isinstance(fn, str):
         return copy_norm(lambda x: getattr(x, fn)(*args, **kwargs), sample_shape)
     if fn is F.pad:
@@ -68,6 +69,23 @@ def call_constant(fn, args: tuple, kwargs: dict[str, Any], sample_shape: tuple[i
         if mode not in COPY_MODES:
             raise ValueError(f"interpolation mode {mode!r} is not bounded: only {COPY_MODES + SEPARABLE_MODES} are")
     return copy_norm(lambda x: fn(x, *args, **kwargs), sample_shape)
+
+
+def _check_batch_kept(fn, args: tuple, kwargs: dict[str, Any], ndim: int) -> None:
+    """ValueError for a flip or roll that moves entries across the samples of a batch (over dim
+    0, or a roll without dims, which rolls the flattened batch): shapes still follow the batch
+    size, so the probe cannot see it, and one sample's output would come from another."""
+    name = fn if isinstance(fn, str) else getattr(fn, "__name__", "")
+    if name not in ("flip", "roll"):
+        return
+    if name == "flip":  # torch.flip(x, dims) or x.flip(*dims)
+        dims = kwargs.get("dims", args[0] if len(args) == 1 else args)
+    else:  # torch.roll(x, shifts, dims=None)
+        dims = kwargs.get("dims", args[1] if len(args) > 1 else None)
+    dims = (dims,) if isinstance(dims, int) else dims
+    if not dims or any(d % ndim == 0 for d in dims):
+        raise ValueError(f"{name} over the batch dimension (dims={dims}) mixes the samples of a batch: "
+                         "give dims of one sample")
 
 
 def module_constant(layer: nn.Module, sample_shape: tuple[int, ...]) -> float:

@@ -9,6 +9,7 @@ import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from bound_oracles import Applies
 
 import lipkit as lk
 from lipkit.bounds.pooling import averaging_matrix
@@ -72,3 +73,33 @@ def test_adaptive_max_pooling_bound_is_sound_and_attained(model, shape, out):
 def test_pooling_that_mixes_samples_or_returns_indices_is_refused(fn):
     with pytest.raises((lk.UnsupportedLayerError, ValueError)):
         lk.lipschitz_bound(Fn(fn), (2, 4, 4))
+
+
+def _worst_jacobian(model: nn.Module, shape: tuple[int, ...]) -> float:
+    gen = torch.Generator().manual_seed(0)
+    worst = 0.0
+    for _ in range(60):
+        x = torch.randn(shape, dtype=torch.float64, generator=gen)
+        jac = torch.autograd.functional.jacobian(lambda t: model(t[None]).reshape(-1), x).reshape(-1, x.numel())
+        worst = max(worst, float(torch.linalg.matrix_norm(jac, ord=2)))
+    return worst
+
+
+@pytest.mark.parametrize("pool, shape, constant", [
+    (nn.MaxPool2d(3, 1), (6, 6), 3.0),  # windows overlap 3 x 3 times: sqrt(9)
+    (nn.MaxPool1d(3, 1), (6,), 3 ** 0.5),
+    (nn.AdaptiveMaxPool2d(4), (6, 6), 2.0),
+    (nn.AdaptiveAvgPool2d(4), (6, 6), 0.75),
+    (nn.MaxPool2d(3, 1), (2, 6, 6), 3.0),  # with a channel dim: unchanged
+])
+def test_pooling_a_sample_without_a_channel_dim(pool, shape, constant):
+    """A MaxPool2d fed (B, H, W) sees one unbatched (C=B, H, W) image and pools over H and W;
+    the rules counted over input_shape[1:] (W alone) and certified 1.73 for the 3x3 stride-1
+    pool (true 3) and 1.41 for the adaptive one (true 2). The functional form agrees."""
+    model = nn.Sequential(pool)
+    upper = lk.lipschitz_bound(model, shape).upper
+    assert upper == pytest.approx(constant, rel=1e-9)
+    assert _worst_jacobian(model, shape) <= upper * (1 + 1e-12)
+    if isinstance(pool, nn.AdaptiveMaxPool2d):
+        functional = Applies(lambda x: F.adaptive_max_pool2d(x, 4))
+        assert lk.lipschitz_bound(functional, shape).upper == pytest.approx(constant, rel=1e-9)

@@ -33,7 +33,7 @@ from .copying import call_constant
 from .functional_layers import FUNCTIONS as FUNCTIONAL_LAYERS
 from .functional_layers import functional_constant
 from .layer_rules import UnsupportedLayerError
-from .pooling import adaptive_avg_constant, adaptive_max_constant, reduced_count
+from .pooling import adaptive_avg_constant, adaptive_max_constant, pooled_extent, reduced_count
 from .probe import recorded_call, value_dtype
 
 Lip = Callable[[Any], "float | None"]
@@ -220,7 +220,7 @@ def _pooling(node: fx.Node, lip: Lip, dependent: list[fx.Node]) -> float:
             n = reduced_count(shape, options["dim"])  # refuses the batch dim
             return (1 / math.sqrt(n) if fn in MEAN else math.sqrt(n) if fn in SUM else 1.0) * lip(x)
         constant = adaptive_avg_constant if fn in ADAPTIVE_AVG else adaptive_max_constant
-        return constant(tuple(shape[1:]), options["output_size"]) * lip(x)
+        return constant(pooled_extent(fn.__name__, shape), options["output_size"]) * lip(x)
     except ValueError as err:
         raise UnsupportedLayerError(f"{node.format_node()}: {err}") from None
 

@@ -27,7 +27,7 @@ from ..norms.operators import BATCHNORM, CONV, CONV_TRANSPOSE, IDENTITY_LIKE, as
 from ..overrides import known_base, overridden_base
 from .copying import MODULES as COPYING
 from .copying import module_constant
-from .pooling import adaptive_avg_constant, adaptive_max_constant
+from .pooling import adaptive_avg_constant, adaptive_max_constant, pooled_extent
 
 
 class UnsupportedLayerError(TypeError):
@@ -186,7 +186,8 @@ DRY_RUN_RULES = (*COPYING, nn.Softmax, nn.LogSoftmax)
 @layer_bound.register(nn.AdaptiveAvgPool2d)
 @layer_bound.register(nn.AdaptiveAvgPool3d)
 def _adaptive_avg(layer, input_shape, method):
-    return LayerRule(adaptive_avg_constant(tuple(input_shape[1:]), layer.output_size), "exact (separable average)")
+    spatial = pooled_extent(type(layer).__name__, input_shape)
+    return LayerRule(adaptive_avg_constant(spatial, layer.output_size), "exact (separable average)")
 
 
 @layer_bound.register(nn.AdaptiveMaxPool1d)
@@ -195,7 +196,8 @@ def _adaptive_avg(layer, input_shape, method):
 def _adaptive_max(layer, input_shape, method):
     if layer.return_indices:
         raise UnsupportedLayerError(f"{layer}: return_indices=True returns indices, which have no Lipschitz bound")
-    return LayerRule(adaptive_max_constant(tuple(input_shape[1:]), layer.output_size), "max pool, sqrt(window overlap)")
+    spatial = pooled_extent(type(layer).__name__, input_shape)
+    return LayerRule(adaptive_max_constant(spatial, layer.output_size), "max pool, sqrt(window overlap)")
 
 
 @layer_bound.register(nn.MaxPool1d)
@@ -205,11 +207,11 @@ def _maxpool(layer, input_shape, method):
     # |max_w x - max_w y| <= max_w |x - y|, so ||pool x - pool y||^2 <= sum over windows of
     # ||x - y||^2 restricted to the window <= (most windows sharing one entry) * ||x - y||^2.
     # Count the windows covering each entry with a sum pool of ones.
-    nd = len(input_shape) - 1
+    spatial = pooled_extent(type(layer).__name__, input_shape)
+    nd = len(spatial)
     if layer.dilation not in (1, (1,) * nd):
         raise UnsupportedLayerError(f"{layer}: dilated max pooling has no registered bound")
     k, s, p = (nn.modules.utils._ntuple(nd)(a) for a in (layer.kernel_size, layer.stride, layer.padding))
-    spatial = tuple(input_shape[1:])
     if nd == 1:  # avg_pool1d has no divisor_override: count on a 2-D view instead
         k, s, p, spatial, nd = (1, *k), (1, *s), (0, *p), (1, *spatial), 2
     sum_pool = {2: F.avg_pool2d, 3: F.avg_pool3d}[nd]

@@ -61,3 +61,14 @@ def reduced_count(sample_shape: tuple[int, ...], dims) -> int:
     if not dims or 0 in resolved:
         raise ValueError("a reduction over the batch dimension mixes the samples of a batch")
     return math.prod(sample_shape[d - 1] for d in resolved)
+
+
+def pooled_extent(name: str, sample_shape: tuple[int, ...]) -> tuple[int, ...]:
+    """The extent a d-dimensional pooling ("MaxPool2d", "adaptive_max_pool3d": d from the
+    name) pools on a sample of `sample_shape`: its last d dims. Not sample_shape[1:]: a
+    MaxPool2d fed (B, H, W) treats it as one unbatched (C, H, W) image and pools over H and
+    W, and counting over W alone certified 1.73 for a 3x3 stride-1 pool whose constant is 3."""
+    d = int(name[-2])
+    if not name.endswith("d") or d not in (1, 2, 3) or len(sample_shape) < d:
+        raise ValueError(f"{name} pools {d} dims, but one sample has shape {tuple(sample_shape)}")
+    return tuple(sample_shape[-d:])

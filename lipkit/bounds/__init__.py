@@ -3,7 +3,8 @@ multiplies per-layer rules, after probe.py ran the graph for shapes, dtypes and 
 the per-layer rule registry (layer_rules.py: singledispatch, extended with
 register_layer_bound; the rules of activations.py, copying.py (padding, nearest upsampling,
 shuffles), interpolation.py (weighted upsampling), normalization.py (LayerNorm and kin) and
-pooling.py; function_rules.py for functional calls), the tighter merges (merges.py,
+pooling.py; function_rules.py for functional calls, functional_layers.py for F.max_pool2d,
+F.softmax and the other functional forms of modules), the tighter merges (merges.py,
 residuals.py, segments.py) and the empirical lower bound (lower.py)."""
 from . import normalization  # noqa: F401  (registers the rules of LayerNorm, GroupNorm, InstanceNorm, RMSNorm)
 from .layer_rules import LayerRule, UnsupportedLayerError, register_layer_bound

@@ -82,11 +82,18 @@ def unbounded_kind(cls: type) -> str:
 @layer_bound.register(nn.ConvTranspose1d)
 @layer_bound.register(nn.ConvTranspose2d)
 @layer_bound.register(nn.ConvTranspose3d)
+def _linear_layer(layer, input_shape, method):
+    return linear_layer_rule(layer, input_shape, method)
+
+
 @layer_bound.register(nn.AvgPool1d)
 @layer_bound.register(nn.AvgPool2d)
 @layer_bound.register(nn.AvgPool3d)
-def _linear_layer(layer, input_shape, method):
-    return linear_layer_rule(layer, input_shape, method)
+def _avg_pool(layer, input_shape, method):
+    # A sample without a channel dim ((H, W) into AvgPool2d) is pooled by torch as one
+    # unbatched image per sample: bounded as one channel (the norm is per channel anyway).
+    spatial = pooled_extent(type(layer).__name__, input_shape)
+    return linear_layer_rule(layer, input_shape if len(input_shape) > len(spatial) else (1, *spatial), method)
 
 
 def linear_layer_rule(layer: nn.Module, input_shape: tuple[int, ...], method: str,

@@ -111,6 +111,15 @@ def test_table_lists_every_layer_with_reshaped_sigma():
     assert conv.input_shape == (1, 28, 28)
 
 
+def test_bounds_leave_the_global_rng_alone():
+    """The copy check of padding / flips drew from torch's global generator, so computing a
+    bound mid-training changed every later random draw of the run."""
+    model = nn.Sequential(nn.ReflectionPad2d(1), nn.Conv2d(2, 2, 3), nn.Flatten(), nn.Linear(2 * 6 * 6, 1)).eval()
+    state = torch.get_rng_state()
+    lk.lipschitz_bound(model, (2, 6, 6))
+    assert torch.equal(state, torch.get_rng_state())
+
+
 def test_bounds_do_not_touch_state():
     torch.manual_seed(0)
     model = nn.Sequential(nn.Conv2d(2, 3, 3), nn.BatchNorm2d(3), nn.ReLU(), nn.Flatten(), nn.Linear(3 * 4 * 4, 1))

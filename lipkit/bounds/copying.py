@@ -39,7 +39,9 @@ def copy_norm(fn: Callable[[torch.Tensor], torch.Tensor], sample_shape: tuple[in
     """||fn|| for a map fn that copies entries, on one sample of `sample_shape` (a batch of 1
     is passed): the square root of the most copies of one entry (0 when nothing is kept).
     ValueError when an output entry of fn is neither an input entry nor fn's constant."""
-    x = torch.randperm(math.prod(sample_shape), dtype=torch.float64).add_(1).view(1, *sample_shape)
+    # distinct values, from a generator of its own: a bound must not move the caller's RNG
+    order = torch.randperm(math.prod(sample_shape), generator=torch.Generator().manual_seed(0))
+    x = order.to(torch.float64).add_(1).view(1, *sample_shape)
     out, fill = fn(x), fn(torch.zeros_like(x))
     inputs = x.flatten().sort().values
     found = inputs[torch.searchsorted(inputs, out.flatten()).clamp(max=inputs.numel() - 1)]

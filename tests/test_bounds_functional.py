@@ -59,8 +59,10 @@ def test_the_pytorch_mnist_example_is_bounded_as_its_module_form():
     (lambda x: x.softmax(-1), nn.Softmax(-1)),
     (lambda x: torch.log_softmax(x, 2), nn.LogSoftmax(2)),
     (lambda x: F.dropout(x, 0.3, training=False), nn.Dropout(0.3)),
+    (lambda x: F.softmin(x, 2), nn.Softmin(2)),
+    (lambda x: F.softmax(x, -3), nn.Softmax2d()),
 ], ids=["max2d", "max2d-ceil", "max1d", "avg2d-nopad", "sum-pool", "softmax", "softmax-method", "log-softmax",
-        "dropout-eval"])
+        "dropout-eval", "softmin", "softmax2d"])
 def test_a_functional_layer_gets_its_module_s_bound(fn, module):
     shape = (3, 7, 7)
     functional = lk.lipschitz_bound(Applies(fn), shape).upper
@@ -120,6 +122,12 @@ def test_one_lipschitz_reductions(fn):
 def test_functional_refusals(fn, match):
     with pytest.raises((lk.UnsupportedLayerError, ValueError), match=match):
         lk.lipschitz_bound(Applies(fn), (2, 4, 4))
+
+
+def test_softmax2d_on_samples_without_channels_is_refused():
+    """Fed (B, H, W), Softmax2d normalizes over dim -3, the batch."""
+    with pytest.raises(lk.UnsupportedLayerError, match="over the batch"):
+        lk.lipschitz_bound(nn.Sequential(nn.Softmax2d()), (4, 4))
 
 
 class Extremes(nn.Module):

@@ -31,6 +31,7 @@ FORMS: dict[Any, tuple[type[nn.Module], tuple[str, ...]]] = {
     F.avg_pool1d: (nn.AvgPool1d, _AVG_POOL[:5]), F.avg_pool2d: (nn.AvgPool2d, _AVG_POOL),
     F.avg_pool3d: (nn.AvgPool3d, _AVG_POOL),
     F.softmax: (nn.Softmax, _SOFTMAX), torch.softmax: (nn.Softmax, _SOFTMAX_TORCH), "softmax": (nn.Softmax, _SOFTMAX_TORCH),
+    F.softmin: (nn.Softmin, _SOFTMAX),
     F.log_softmax: (nn.LogSoftmax, _SOFTMAX), torch.log_softmax: (nn.LogSoftmax, _SOFTMAX_TORCH),
     "log_softmax": (nn.LogSoftmax, _SOFTMAX_TORCH),
 }

@@ -148,9 +148,20 @@ def _softmax_dim(layer, input_shape) -> int:
 
 
 @layer_bound.register(nn.Softmax)
+@layer_bound.register(nn.Softmin)  # softmax(-x): the same Jacobian up to sign
 def _softmax(layer, input_shape, method):
     _softmax_dim(layer, input_shape)
     return LayerRule(1.0, "softmax is 1-Lipschitz (||diag(p) - p p^T|| <= max p)")
+
+
+@layer_bound.register(nn.Softmax2d)
+def _softmax2d(layer, input_shape, method):
+    # softmax over dim -3: the channels of a (C, H, W) sample; fed (B, H, W) it would take
+    # dim -3 = the batch
+    if len(input_shape) != 3:
+        raise UnsupportedLayerError(f"{layer}: on samples of shape {tuple(input_shape)} its softmax over dim -3 "
+                                    "runs over the batch (it needs (C, H, W) samples)")
+    return LayerRule(1.0, "softmax over channels, 1-Lipschitz")
 
 
 @layer_bound.register(nn.LogSoftmax)
@@ -186,7 +197,7 @@ for _cls in COPYING:
     layer_bound.register(_cls)(_copying)
 # Rules cheap enough for the dry walk, which runs them to list their refusals before any norm
 # is computed (an unbounded interpolation mode, softmax over the batch).
-DRY_RUN_RULES = (*COPYING, nn.Softmax, nn.LogSoftmax)
+DRY_RUN_RULES = (*COPYING, nn.Softmax, nn.Softmin, nn.Softmax2d, nn.LogSoftmax)
 
 
 @layer_bound.register(nn.AdaptiveAvgPool1d)

@@ -47,6 +47,10 @@ def test_the_pytorch_mnist_example_is_bounded_as_its_module_form():
     for _ in range(8):
         x = torch.randn(1, 12, 12, dtype=torch.float64, generator=gen) * 3
         assert jacobian_norm_at(net, x) <= upper
+    # a function that changes the constant has its row, so the table ends at the bound
+    rows = lk.lipschitz_bound(net, (1, 12, 12)).layers
+    assert rows[-1].kind == "log_softmax" and rows[-1].bound == pytest.approx(math.sqrt(10))
+    assert rows[-1].cumulative == pytest.approx(upper, rel=1e-12)
 
 
 @pytest.mark.parametrize("fn, module", [

@@ -167,6 +167,7 @@ def _walk(gm: fx.GraphModule, method: str, problems: list[tuple[str, str]] | Non
                 if "lipkit_shape" in node.meta:
                     sample_shape(node)  # refuses values that mix the samples of a batch
                 lip[node] = function_rule(node, lip.get)
+                rows += _function_row(node, lip) if problems is None else []
                 target = in_place_target(node)
                 if target is not None:
                     write_in_place(node, target, lip)
@@ -176,6 +177,21 @@ def _walk(gm: fx.GraphModule, method: str, problems: list[tuple[str, str]] | Non
                 problems.append((_operation_problem(node, err), node.name))
                 lip[node] = 1.0  # carry on as if it were bounded, to find the next problem
     raise AssertionError("traced graph has no output node")
+
+
+def _function_row(node: fx.Node, lip: dict) -> list[LayerRow]:
+    """A row for a call of one input-dependent operand that changes the constant (F.max_pool2d
+    with overlapping windows, F.log_softmax, x.sum(dims), 2 * x, ...): without it the table's
+    cumulative column stopped short of the bound."""
+    dependent = [n for n in operand_nodes(node) if lip.get(n) is not None]
+    value = lip.get(node)
+    if len(dependent) != 1 or value is None or not lip[dependent[0]] or dependent[0].meta.get("lipkit_shape") is None:
+        return []
+    factor = value / lip[dependent[0]]
+    if abs(factor - 1.0) <= 1e-12:
+        return []
+    kind = str(getattr(node.target, "__name__", node.target))
+    return [LayerRow(node.name, kind, sample_shape(dependent[0]), factor, "function rule", None, value)]
 
 
 def _check_module(node: fx.Node, layer: nn.Module, lip: dict, problems: list[tuple[str, str]]) -> None:

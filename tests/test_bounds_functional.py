@@ -158,3 +158,32 @@ def test_elementwise_maximum_and_minimum():
     assert lk.lipschitz_bound(broadcast, (3, 4)).upper == pytest.approx(math.sqrt(1 + 3))
     # where row 0 is the smallest every output copies it: sqrt(3), the most this map reaches
     assert jacobian_norm_at(broadcast, torch.arange(12.0, dtype=torch.float64).view(3, 4)) == pytest.approx(math.sqrt(3))
+
+
+class NanoGptLayerNorm(nn.Module):
+    """nanoGPT's LayerNorm (optional bias): a module of its own that calls F.layer_norm."""
+
+    def __init__(self, ndim: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.rand(ndim) * 3)
+        self.bias = None
+
+    def forward(self, x):
+        return F.layer_norm(x, self.weight.shape, self.weight, self.bias, 1e-5)
+
+
+def test_functional_layer_and_group_norm_get_the_module_constant():
+    """max|weight| / sqrt(eps); at a constant input the Jacobian is diag(weight) P / sqrt(eps), P the
+    centring projection: within a few % of it (equal for equal weights)."""
+    torch.manual_seed(0)
+    ln = NanoGptLayerNorm(6).double()
+    upper = lk.lipschitz_bound(ln, (4, 6)).upper
+    module = nn.LayerNorm(6, elementwise_affine=True, bias=False).double()
+    with torch.no_grad():
+        module.weight.copy_(ln.weight)
+    assert upper == pytest.approx(lk.lipschitz_bound(module, (4, 6)).upper, rel=1e-12)
+    assert upper == pytest.approx(float(ln.weight.detach().abs().max()) / 1e-5 ** 0.5, rel=1e-12)
+    assert jacobian_norm_at(ln, torch.full((4, 6), 0.7, dtype=torch.float64)) <= upper * (1 + 1e-9)
+    assert jacobian_norm_at(ln, torch.full((4, 6), 0.7, dtype=torch.float64)) >= upper * 0.9
+    group = Applies(lambda x: F.group_norm(x, 2, eps=1e-3))
+    assert lk.lipschitz_bound(group, (4, 3, 3)).upper == pytest.approx(1 / 1e-3 ** 0.5, rel=1e-12)

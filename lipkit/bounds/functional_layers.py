@@ -1,5 +1,5 @@
 """Functional forms of layers that have a module rule: F.max_pool2d beside nn.MaxPool2d,
-F.avg_pool2d, F.softmax / F.log_softmax, F.dropout. Each call is bounded by its module's
+F.avg_pool2d, F.softmax / F.log_softmax, F.dropout, F.layer_norm / F.group_norm. Each call is bounded by its module's
 rule, the module built from the call's arguments as the probe run passed them (so a kernel
 size computed from x.size() is read too). Every argument is read; one the module does not
 take (a dtype cast to an integer type, return_indices=True) is refused.
@@ -9,6 +9,7 @@ included (F.relu, F.max_pool2d, F.log_softmax), and was refused as a whole.
 """
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -37,7 +38,11 @@ FORMS: dict[Any, tuple[type[nn.Module], tuple[str, ...]]] = {
 }
 DROPOUT = {F.dropout, F.dropout1d, F.dropout2d, F.dropout3d}
 _DROPOUT = ("p", "training", "inplace")
-FUNCTIONS = (*FORMS, *DROPOUT)
+# Normalization by the input's own statistics (nanoGPT's LayerNorm calls F.layer_norm with its own
+# weight): max|weight| / sqrt(eps), as the modules (normalization.py says why).
+SELF_NORMALIZING = {F.layer_norm: ("normalized_shape", "weight", "bias", "eps"),
+                    F.group_norm: ("num_groups", "weight", "bias", "eps")}
+FUNCTIONS = (*FORMS, *DROPOUT, *SELF_NORMALIZING)
 
 
 def _named(fn, names: tuple[str, ...], args: tuple, kwargs: dict[str, Any]) -> dict[str, Any]:
@@ -60,6 +65,11 @@ def functional_constant(fn, args: tuple, kwargs: dict[str, Any], sample_shape: t
         if not options["training"]:
             return 1.0
         return 0.0 if p >= 1 else 1.0 / (1.0 - p)
+    if fn in SELF_NORMALIZING:
+        options = {"weight": None, "eps": 1e-5, **_named(fn, SELF_NORMALIZING[fn], args, kwargs)}
+        weight = options["weight"]
+        gamma = 1.0 if weight is None else float(weight.detach().abs().max())
+        return gamma / math.sqrt(float(options["eps"]))
     cls, names = FORMS[fn]
     options = _named(fn, names, args, kwargs)
     dtype = options.get("dtype")

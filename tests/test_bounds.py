@@ -1,4 +1,6 @@
 """Whole-network bounds: closed forms, upper >= lower, clear errors, no state touched."""
+import copy
+
 import pytest
 import torch
 import torch.nn as nn
@@ -218,3 +220,26 @@ def test_an_unsupported_model_fails_fast_naming_every_problem(monkeypatch):
     message = str(info.value)
     assert "3 problems" in message and "Hardshrink (at '1', '4')" in message and "Threshold (at '3')" in message
     assert "mul" in message and "@lipkit.register_layer_bound(Hardshrink)" in message
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_a_half_precision_model_gets_the_bound_of_its_stored_values(dtype):
+    """The certificate is for the map its stored (rounded) parameters define: the same as its
+    float64 copy's. A bfloat16 model raised (torch has no half SVD for the reshaped sigma), and a
+    float16 BatchNorm's slope, computed in float16, came out 1.2e-4 below (a bound too small)."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.ReflectionPad2d(1),
+                          nn.Conv2d(8, 4, 3), nn.InstanceNorm2d(4, affine=True, track_running_stats=True),
+                          nn.Upsample(scale_factor=2, mode="bilinear"), nn.Flatten(), nn.Linear(4 * 16 * 16, 3),
+                          nn.BatchNorm1d(3)).eval()
+    for layer in model.modules():
+        if getattr(layer, "running_var", None) is not None:
+            layer.running_var.uniform_(0.5, 2)
+            layer.weight.data.normal_()
+    low = model.to(dtype)
+    exact = copy.deepcopy(low).double()
+    for merge in (True, False):
+        assert lk.lipschitz_bound(low, (3, 8, 8), merge=merge).upper == pytest.approx(
+            lk.lipschitz_bound(exact, (3, 8, 8), merge=merge).upper, rel=1e-12)
+    weight = low[0].weight.detach()
+    assert float(lk.spectral_norm(weight)) == pytest.approx(float(lk.spectral_norm(weight.double())), rel=1e-6)

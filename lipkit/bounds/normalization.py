@@ -52,8 +52,8 @@ for _cls in INSTANCE_NORMS:
     @layer_bound.register(_cls)
     def _instance_norm(layer, input_shape, method):
         if layer.track_running_stats and layer.running_var is not None:  # eval: a per-channel scale
-            scale = (layer.running_var + layer.eps).rsqrt()
+            scale = (layer.running_var.double() + layer.eps).rsqrt()  # float64: see batchnorm_scale
             if layer.weight is not None:
-                scale = scale * layer.weight.detach().abs()
+                scale = scale * layer.weight.detach().double().abs()
             return LayerRule(float(scale.max()), "max|gamma| / sqrt(running var + eps)")
         return _self_normalizing(layer, input_shape, method)

@@ -83,6 +83,8 @@ def spectral_norm(weight: Tensor, n_iter: int | None = None, *, dim: int = 0) ->
     if not -weight.dim() <= dim < weight.dim():
         raise ValueError(f"dim={dim} is out of range for a weight with {weight.dim()} dims")
     w = weight_matrix(weight, dim)
+    if w.dtype in (torch.float16, torch.bfloat16):  # torch's SVD has no half kernels (it raised)
+        w = w.float()
     if n_iter is None:
         return torch.linalg.matrix_norm(w, ord=2)
     with torch.no_grad():

@@ -9,7 +9,6 @@ included (F.relu, F.max_pool2d, F.log_softmax), and was refused as a whole.
 """
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import torch
@@ -17,6 +16,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .layer_rules import UnsupportedLayerError, layer_bound
+from .normalization import self_normalizing_constant
 
 _MAX_POOL = ("kernel_size", "stride", "padding", "dilation", "ceil_mode", "return_indices")
 _AVG_POOL = ("kernel_size", "stride", "padding", "ceil_mode", "count_include_pad", "divisor_override")
@@ -67,9 +67,7 @@ def functional_constant(fn, args: tuple, kwargs: dict[str, Any], sample_shape: t
         return 0.0 if p >= 1 else 1.0 / (1.0 - p)
     if fn in SELF_NORMALIZING:
         options = {"weight": None, "eps": 1e-5, **_named(fn, SELF_NORMALIZING[fn], args, kwargs)}
-        weight = options["weight"]
-        gamma = 1.0 if weight is None else float(weight.detach().abs().max())
-        return gamma / math.sqrt(float(options["eps"]))
+        return self_normalizing_constant(options["weight"], float(options["eps"]))
     cls, names = FORMS[fn]
     options = _named(fn, names, args, kwargs)
     dtype = options.get("dtype")

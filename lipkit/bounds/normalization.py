@@ -18,20 +18,23 @@ import math
 import torch
 import torch.nn as nn
 
+from ..norms.operators import batchnorm_scale
 from .layer_rules import LayerRule, layer_bound
 
 INSTANCE_NORMS = (nn.InstanceNorm1d, nn.InstanceNorm2d, nn.InstanceNorm3d)
 
 
-def _gamma_max(layer: nn.Module) -> float:
-    weight = getattr(layer, "weight", None)
-    return 1.0 if weight is None else float(weight.detach().abs().max())
+def self_normalizing_constant(weight: torch.Tensor | None, eps: float) -> float:
+    """max|gamma| / sqrt(eps) (gamma = 1 without an affine weight): the module docstring says why.
+    Also the rule of F.layer_norm / F.group_norm (functional_layers.py)."""
+    return (1.0 if weight is None else float(weight.detach().abs().max())) / math.sqrt(eps)
 
 
 @layer_bound.register(nn.LayerNorm)
 @layer_bound.register(nn.GroupNorm)
 def _self_normalizing(layer, input_shape, method):
-    return LayerRule(_gamma_max(layer) / math.sqrt(layer.eps), "max|gamma| / sqrt(eps): the slope at a constant input")
+    return LayerRule(self_normalizing_constant(getattr(layer, "weight", None), layer.eps),
+                     "max|gamma| / sqrt(eps): the slope at a constant input")
 
 
 @layer_bound.register(nn.RMSNorm)
@@ -39,7 +42,7 @@ def _rms_norm(layer, input_shape, method):
     # x / sqrt(mean(x^2) + eps): Jacobian (I - z z^T / n) / r with |z|^2 / n < 1, so <= 1 / sqrt(eps),
     # reached at x = 0. eps=None means the weight dtype's machine epsilon (torch's default).
     eps = layer.eps if layer.eps is not None else torch.finfo(_dtype(layer)).eps
-    return LayerRule(_gamma_max(layer) / math.sqrt(eps), "max|gamma| / sqrt(eps): the slope at 0")
+    return LayerRule(self_normalizing_constant(layer.weight, eps), "max|gamma| / sqrt(eps): the slope at 0")
 
 
 def _dtype(layer: nn.Module) -> torch.dtype:
@@ -52,8 +55,5 @@ for _cls in INSTANCE_NORMS:
     @layer_bound.register(_cls)
     def _instance_norm(layer, input_shape, method):
         if layer.track_running_stats and layer.running_var is not None:  # eval: a per-channel scale
-            scale = (layer.running_var.double() + layer.eps).rsqrt()  # float64: see batchnorm_scale
-            if layer.weight is not None:
-                scale = scale * layer.weight.detach().double().abs()
-            return LayerRule(float(scale.max()), "max|gamma| / sqrt(running var + eps)")
+            return LayerRule(float(batchnorm_scale(layer).abs().max()), "max|gamma| / sqrt(running var + eps)")
         return _self_normalizing(layer, input_shape, method)

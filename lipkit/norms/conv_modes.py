@@ -64,16 +64,15 @@ def _gram_times(sym: Tensor, y: Tensor) -> Tensor:
 
 
 def _orthonormal_columns(block: Tensor) -> Tensor:
-    """Q of block's QR, each column first scaled by the power of two that brings its largest
-    entry into [0.5, 1) (a column below the smallest normal number: zeroed). Complex
-    Householder QR returns NaN for a column whose entries are all subnormal (the real one
-    copes): once a Krylov space is invariant, the next block is rounding noise that can be that
-    small (ConvTranspose3d(3, 3, (3, 2, 2), (2, 3, 3), 1, dilation=3, groups=3) at 3x6x5x7: a
-    rank-1 symbol). Scaling a column leaves Q unchanged, and by a power of two, exactly."""
-    largest = block.abs().amax(dim=-2, keepdim=True)
-    exponent = torch.frexp(largest).exponent
-    scaled = block * torch.ldexp(torch.ones_like(largest), -exponent)
-    return torch.linalg.qr(torch.where(largest >= torch.finfo(largest.dtype).tiny, scaled, 0)).Q
+    """Q of block's QR, a column whose entries are all subnormal zeroed first. Complex
+    Householder QR returns NaN for such a column (the real one copes): once a Krylov space is
+    invariant, the next block is rounding noise that can be that small (ConvTranspose3d(3, 3,
+    (3, 2, 2), (2, 3, 3), 1, dilation=3, groups=3) at 3x6x5x7: a rank-1 symbol). Other columns
+    are left as they are (Q bit-identical to plain QR there). The test reads real and imaginary
+    parts (no complex abs: 5-9% of a warm ranking against 12-22% with it)."""
+    parts = torch.view_as_real(block) if block.is_complex() else block.unsqueeze(-1)
+    largest = parts.abs().amax(dim=(-3, -1)).unsqueeze(-2)
+    return torch.linalg.qr(torch.where(largest >= torch.finfo(largest.dtype).tiny, block, 0)).Q
 
 
 def _krylov_ritz(sym: Tensor, start: Tensor, depth: int) -> tuple[Tensor, Tensor]:

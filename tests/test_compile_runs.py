@@ -9,6 +9,7 @@ from small_runs import metric_rows, tiny_gan
 from torch._dynamo.utils import counters
 
 import lipkit as lk
+from lipkit.constraints import spectral_batch
 from lipkit.train import compiling
 from lipkit.train.classify import fit as fit_clf
 from lipkit.train.clf_config import ClfConfig
@@ -54,6 +55,25 @@ def test_compile_models_puts_a_whole_sequential_in_one_graph(monkeypatch):
     torch.testing.assert_close(model(x), eager)
     assert graphs == [3]  # one graph holding all three Linear layers
     assert list(model.state_dict()) == keys
+
+
+def test_every_compiled_model_has_its_own_graph_budget(monkeypatch):
+    """dynamo keeps graphs, and its recompile limit of 8, per code object: with one function
+    shared by every model compiled in place, the 9th model of a process (or the 9th variant of
+    a critic, a generator and their eval / no_grad calls together) ran eagerly. Twelve models
+    compiled and called in train and eval mode (12 widths: no two can share a graph): each of
+    the 24 variants gets its graph."""
+    graphs = count_calls_per_graph(monkeypatch, "linear")
+    torch._dynamo.reset()
+    torch.manual_seed(0)
+    models = [torch.nn.Sequential(torch.nn.Linear(3, width), torch.nn.Dropout(0.5), torch.nn.Linear(width, 1))
+              for width in range(2, 14)]
+    compiling.compile_models(*models)
+    for model in models:
+        model(torch.randn(2, 3))
+        model.eval()
+        model(torch.randn(2, 3))
+    assert graphs == [2] * 24
 
 
 def graphs_compiled(fit, config) -> int:
@@ -111,43 +131,58 @@ def test_bench_times_compiled_modes_beside_eager_ones(aot_eager):
     assert counters["stats"]["unique_graphs"] > 0  # the compiled row really ran compiled
 
 
-def test_compiled_sn_reads_pairs_refreshed_before_the_graph(monkeypatch):
-    """--compile refreshes spectral normalization's pairs eagerly before each compiled call
-    (spectral_batch.refresh_ahead), so the graph holds no eigh and is traced once; the bound
-    still holds after every update (svdvals) and the losses are the eager ones."""
+def train_sn(compiled: bool) -> tuple[torch.Tensor, torch.nn.Module]:
+    """10 WGAN-style Adam steps of a 4-layer SN critic (each step then one more call, of the
+    updated weights), checking after every step that each stored pair is current for its weight
+    and that the exact ones normalize to 1 (svdvals)."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(6, 16), torch.nn.ReLU(), torch.nn.Linear(16, 16),
+                                torch.nn.ReLU(), torch.nn.Linear(16, 130), torch.nn.ReLU(),
+                                torch.nn.Linear(130, 130))  # 130x130: above EXACT_SIDE, a Krylov refresh
+    lk.constrain(model, "spectral")
+    if compiled:
+        compiling.compile_models(model)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    real, fake = torch.randn(2, 8, 6, generator=torch.Generator().manual_seed(1))
+    losses = []
+    for _ in range(10):
+        loss = model(fake).mean() - model(real).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.detach())
+        model(real)  # a call after the step: the pairs of the new weights
+        for layer in model[::2]:  # the stored pair, as the graph read it
+            sn, raw = layer.parametrizations.weight[0], layer.parametrizations.weight.original
+            assert not sn.weight_changed(raw)  # refreshed for this update, the big layer too
+            if min(raw.shape) <= 128:  # exact pairs (the 130x130 one is a Krylov estimate, as eagerly)
+                sigma = (sn.sigma_grad * raw.detach()).sum()  # (reading layer.weight would refresh)
+                assert torch.linalg.svdvals(raw.detach() / sigma).max() == pytest.approx(1.0, abs=1e-5)
+    return torch.stack(losses), model
+
+
+def test_compiled_sn_refreshes_each_pair_once_per_update(monkeypatch):
+    """--compile refreshes spectral normalization's pairs once per update, not at every read:
+    the first call after an update runs a graph that refreshes the exact pairs (one eigh per
+    layer with a side <= EXACT_SIDE; the Krylov layer is refreshed eagerly before it), every
+    other call a graph that reads the stored pairs (no eigh). Two graphs for 30 calls, the
+    bound after every update (svdvals) and the eager losses."""
     graphs = count_calls_per_graph(monkeypatch, "eigh")
-
-    def train(compiled: bool) -> tuple[torch.Tensor, torch.nn.Module]:
-        torch.manual_seed(0)
-        model = torch.nn.Sequential(torch.nn.Linear(6, 16), torch.nn.ReLU(), torch.nn.Linear(16, 16),
-                                    torch.nn.ReLU(), torch.nn.Linear(16, 130), torch.nn.ReLU(),
-                                    torch.nn.Linear(130, 130))  # 130x130: above EXACT_SIDE, its own refresh
-        lk.constrain(model, "spectral")
-        if compiled:
-            compiling.compile_models(model)
-        opt = torch.optim.Adam(model.parameters(), lr=1e-2)
-        real, fake = torch.randn(2, 8, 6, generator=torch.Generator().manual_seed(1))
-        losses = []
-        for _ in range(10):
-            loss = model(fake).mean() - model(real).mean()
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            losses.append(loss.detach())
-            model(real)  # a call after the step: the pairs of the new weights
-            for layer in model[::2]:  # the stored pair, as the graph read it
-                sn, raw = layer.parametrizations.weight[0], layer.parametrizations.weight.original
-                assert not sn.weight_changed(raw)  # refreshed for this update, the big layer too
-                if min(raw.shape) <= 128:  # exact pairs (the 130x130 one is a Krylov estimate, as eagerly)
-                    sigma = (sn.sigma_grad * raw.detach()).sum()  # (reading layer.weight would refresh)
-                    assert torch.linalg.svdvals(raw.detach() / sigma).max() == pytest.approx(1.0, abs=1e-5)
-        return torch.stack(losses), model
-
     torch._dynamo.reset()
-    eager, _ = train(False)
-    compiled, _ = train(True)
+    eager, _ = train_sn(False)
+    compiled, _ = train_sn(True)
     torch.testing.assert_close(compiled, eager, rtol=1e-5, atol=1e-6)
-    assert graphs == [0]  # one graph for all 30 calls, with no eigh in it
+    assert graphs == [0, 3]  # reads the stored pairs (registration computed them); refreshes the 3 exact ones
+
+
+def test_compiled_sn_refreshes_outside_the_graph_at_reduced_precision(monkeypatch):
+    """With float32 matmuls at reduced precision (TF32 / bf16), which a graph cannot switch off,
+    --compile refreshes every pair eagerly at full precision before the call: one graph, no eigh."""
+    graphs = count_calls_per_graph(monkeypatch, "eigh")
+    monkeypatch.setattr(spectral_batch, "reduced_precision", lambda device_type: True)
+    torch._dynamo.reset()
+    train_sn(True)
+    assert graphs == [0]
 
 
 def test_a_copy_of_a_compiled_model_is_its_own_eager_model(aot_eager):

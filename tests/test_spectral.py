@@ -3,6 +3,7 @@
 Oracle for a layer's operator norm: the largest singular value of its dense Jacobian,
 built by torch.autograd.functional.jacobian (not by lipkit's own dense path).
 """
+import itertools
 import math
 
 import pytest
@@ -259,8 +260,9 @@ def test_exact_top_pair_gives_the_top_singular_value(dtype, shape, scale):
 def test_exact_top_pair_of_a_zero_matrix_is_a_unit_pair():
     from lipkit.norms.linalg import exact_top_pair
 
-    for dtype in (torch.float32, torch.float64):
-        u, v = exact_top_pair(torch.zeros(3, 5, dtype=dtype))
+    for dtype, shape in itertools.product((torch.float32, torch.float64), ((3, 5), (1, 5), (5, 1), (1, 1))):
+        u, v = exact_top_pair(torch.zeros(*shape, dtype=dtype))
+        assert u.shape == shape[:1] and v.shape == shape[1:]
         assert torch.isfinite(u).all() and torch.isfinite(v).all()
         assert float(u.norm()) == pytest.approx(1) and float(v.norm()) == pytest.approx(1)
 

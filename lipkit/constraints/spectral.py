@@ -21,10 +21,13 @@ weight's layout as sigma_grad), differentiably, and the step's other reads reuse
 a graph that saved them stays valid (pytorch#66363) without cloning them per forward.
 Under torch.compile a training read refreshes the pair every time (the once-per-update test
 compares data pointers, which dynamo cannot trace; the exact pair depends on W alone),
-unless the trainers' --compile refreshed every pair eagerly before the compiled call
-(spectral_batch.refresh_ahead): then the graph reads the stored pair, as an eager read does.
+unless the trainers' --compile told the graph which pairs are stale (compiled_pairs below,
+set by spectral_batch.refresh_ahead): then only the first call after an update refreshes, in
+the graph, and the other calls read the stored pair, as an eager read does.
 """
 from __future__ import annotations
+
+import math
 
 import torch
 from torch import Tensor
@@ -46,20 +49,24 @@ from .base import (
 
 GRAM_ITER = 6  # Gram squarings for certified=True (fixed: no host sync in training)
 EXACT_SIDE = 128  # a reshaped weight with a side this small gets its exact top pair per update
-_refreshed_ahead = False  # True while a compiled call runs whose pairs were refreshed before it
+# How a compiled training read gets its pair. spectral_batch.refresh_ahead sets the mode around
+# each compiled call of a model (train-gan / train-clf --compile); dynamo reads it while tracing
+# and guards on it, so each mode has its own graph (two graphs in a run, not a recompile per step).
+IN_GRAPH = "in_graph"  # every read refreshes its pair in the graph (a model compiled another way)
+STORED = "stored"  # every pair was refreshed before the call: the graph reads the stored pairs
+SMALL_IN_GRAPH = "small_in_graph"  # exact-pair layers refresh in the graph, the others were before
+_compiled_pairs = IN_GRAPH
 
 
-def pairs_refreshed_ahead() -> bool:
-    """Whether every reshape-SN pair of the running compiled call was refreshed eagerly before
-    it (spectral_batch.refresh_ahead). Read while dynamo traces: the graph is specialized on
-    it, under a guard (one graph per value, not a recompile per step)."""
-    return _refreshed_ahead
+def compiled_pairs() -> str:
+    """The mode above for the running compiled call (read while dynamo traces)."""
+    return _compiled_pairs
 
 
-def set_refreshed_ahead(value: bool) -> bool:
-    """Set the flag above; returns its previous value (to restore)."""
-    global _refreshed_ahead
-    saved, _refreshed_ahead = _refreshed_ahead, value
+def set_compiled_pairs(mode: str) -> str:
+    """Set the mode above; returns the previous one (to restore)."""
+    global _compiled_pairs
+    saved, _compiled_pairs = _compiled_pairs, mode
     return saved
 
 
@@ -106,22 +113,38 @@ class SpectralNormalization(Constraint):
                 self.set_vectors(*exact_top_pair(matrix))
             self.mark_current(weight)
 
-    def set_vectors(self, u: Tensor, v: Tensor) -> None:
+    def set_vectors(self, u: Tensor, v: Tensor, outer: Tensor | None = None) -> None:
+        """Rebind u, v (and sigma_grad to u v^T: `outer` when the caller computed it, as the
+        batched refresh does for all layers in one product)."""
         super().set_vectors(u, v)
         if not self.certified:
-            self.rebind(sigma_grad=self._outer(self.u, self.v))
+            outer = self._outer(self.u, self.v) if outer is None else self._like_weight(as_dtype(outer, self.u.dtype))
+            self.rebind(sigma_grad=outer)
 
     def _outer(self, u: Tensor, v: Tensor) -> Tensor:
         """u v^T in the weight's layout: the gradient of u^T W v with respect to W."""
-        moved = (self.weight_shape[self.dim], *(s for i, s in enumerate(self.weight_shape) if i != self.dim))
         with normal_tensors():  # later training reads save it for backward
-            outer = torch.outer(u, v)  # u, v never require grad: no graph
-        return outer.view(moved).movedim(0, self.dim) if self.dim else outer.view(self.weight_shape)
+            return self._like_weight(torch.outer(u, v))  # u, v never require grad: no graph
+
+    def _like_weight(self, matrix: Tensor) -> Tensor:
+        """A (shape[dim], -1) matrix as a view in the weight's layout (any strides: a view only
+        splits its second dim, then moves the first into place)."""
+        if not self.dim:
+            return matrix.view(self.weight_shape)
+        moved = (self.weight_shape[self.dim], *(s for i, s in enumerate(self.weight_shape) if i != self.dim))
+        return matrix.view(moved).movedim(0, self.dim)
 
     def _load_from_state_dict(self, state_dict, prefix, *args) -> None:
         super()._load_from_state_dict(state_dict, prefix, *args)
         if not self.certified:  # u, v were written in place: sigma_grad follows them
             self.rebind(sigma_grad=self._outer(self.u, self.v))
+
+    @property
+    def exact_refresh(self) -> bool:
+        """Whether an update's refresh is the exact pair (a reshaped side <= EXACT_SIDE), not
+        Rayleigh-Ritz from the stored v (_top_pair)."""
+        rows = self.weight_shape[self.dim]
+        return min(rows, math.prod(self.weight_shape) // rows) <= EXACT_SIDE
 
     def _gram_bound(self, w: Tensor) -> Tensor:
         return gram_iteration_bound(weight_matrix(w, self.dim), self.gram_iter)
@@ -156,9 +179,11 @@ class SpectralNormalization(Constraint):
     def _current_sigma_grad(self, raw: Tensor, w: Tensor) -> Tensor:
         """u v^T for the weight being read: refreshed once per update in training; an eval read
         of a weight changed since gets a pair of its own (no state change)."""
-        if self.training and torch.compiler.is_compiling() and pairs_refreshed_ahead():
-            return self.sigma_grad  # refreshed eagerly just before this compiled call
-        if not self.weight_changed(raw):
+        if self.training and torch.compiler.is_compiling():
+            mode = compiled_pairs()
+            if mode == STORED or (mode == SMALL_IN_GRAPH and not self.exact_refresh):
+                return self.sigma_grad  # refreshed eagerly just before this compiled call
+        if not self.weight_changed(raw):  # (always True in a graph: it refreshes there)
             return self.sigma_grad
         if self.training:
             self.refresh(raw)

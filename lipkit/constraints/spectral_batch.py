@@ -18,15 +18,14 @@ to their reads (nothing to batch).
 
 Under torch.compile a read cannot test whether its weight changed (a data pointer is not
 traceable), so a compiled training read refreshes its pair in the graph at every read. The
-trainers' --compile (train/compiling.py) instead calls refresh_ahead(model) eagerly before
-each compiled call: every stale reshape-SN pair of the model is refreshed there (batched as
-above, the rest one by one), and while the compiled call runs, pairs_refreshed_ahead() tells
-its reads (spectral.py) that their stored pairs are current, so the graph only computes the
-map. A model compiled any other way keeps the in-graph refresh.
+trainers' --compile (train/compiling.py) instead calls refresh_ahead(model) eagerly around
+each compiled call: it tests which pairs are stale (eagerly, where data pointers can be read)
+and tells the graph (spectral.compiled_pairs) whether to refresh the exact pairs itself (the
+first call after an update) or to read the stored ones (every other call), so each pair is
+still computed once per update. A model compiled any other way keeps the per-read refresh.
 """
 from __future__ import annotations
 
-import math
 import weakref
 from contextlib import contextmanager
 from typing import Any, Iterator
@@ -35,10 +34,10 @@ import torch
 import torch.nn as nn
 
 from ..norms.batched_pairs import exact_top_pairs
-from ..norms.full_precision import full_precision
+from ..norms.full_precision import full_precision, reduced_precision
 from ..norms.measure import weight_matrix
 from .base import as_dtype, autocast_off, compute_dtype, normal_tensors
-from .spectral import EXACT_SIDE, SpectralNormalization, set_refreshed_ahead
+from .spectral import SMALL_IN_GRAPH, STORED, SpectralNormalization, set_compiled_pairs
 
 # _spectral's result per model, reused while no module has been registered anywhere since.
 # The walk runs at every call of the model (twice per critic step); caching it took issue 12's
@@ -79,34 +78,38 @@ def _spectral(model: nn.Module) -> list[tuple[SpectralNormalization, nn.Module |
     return found
 
 
-def _batchable(c: SpectralNormalization) -> bool:
-    rows = c.weight_shape[c.dim]
-    return min(rows, math.prod(c.weight_shape) // rows) <= EXACT_SIDE
-
-
 def _due(found: list[tuple[SpectralNormalization, nn.Module | None]]) -> list[tuple[SpectralNormalization, torch.Tensor]]:
     """(constraint, raw weight) of every sole-map layer in training mode whose pair is stale."""
     return [(c, params.original) for c, params in found
             if params is not None and c.training and c.weight_changed(params.original)]
 
 
-def _refresh_batched(due: list[tuple[SpectralNormalization, torch.Tensor]]) -> None:
-    """The exact pairs of the batchable layers of `due`, one batch per dtype and device."""
+def _refresh_batched(due: list[tuple[SpectralNormalization, torch.Tensor]]
+                     ) -> list[tuple[SpectralNormalization, torch.Tensor]]:
+    """The exact pairs of the batchable layers of `due`, one batch per dtype and device;
+    returns the members of `due` it left stale (big, alone in their group, or in a batch with
+    a NaN / inf weight)."""
     groups: dict[tuple, list] = {}
+    left = []
     for c, raw in due:
-        if _batchable(c):
+        if c.exact_refresh:
             groups.setdefault((compute_dtype(raw.dtype), raw.device), []).append((c, raw))
+        else:
+            left.append((c, raw))
     for (dtype, device), members in groups.items():
         if len(members) < 2:
-            continue  # nothing to batch: left to the layer's own refresh
+            left += members  # nothing to batch: left to the layer's own refresh
+            continue
         # full precision as the per-layer refresh (a bf16 Gram under autocast gave pairs ~1e-3 off)
         with torch.no_grad(), normal_tensors(), autocast_off(device.type), full_precision(device.type):
-            pairs = exact_top_pairs([weight_matrix(as_dtype(raw.detach(), dtype), c.dim) for c, raw in members])
+            pairs = exact_top_pairs([weight_matrix(as_dtype(raw, dtype), c.dim) for c, raw in members])  # no_grad: no graph
             if pairs is None:
-                continue  # a NaN / inf weight: each layer's own read names it (check_finite)
-            for (c, raw), (u, v) in zip(members, pairs):
-                c.set_vectors(u, v)
+                left += members  # a NaN / inf weight: each layer's own read names it (check_finite)
+                continue
+            for (c, raw), pair in zip(members, pairs):
+                c.set_vectors(*pair)
                 c.mark_current(raw)
+    return left
 
 
 def refresh_spectral_pairs(model: nn.Module, args: Any = None) -> None:
@@ -118,22 +121,36 @@ def refresh_spectral_pairs(model: nn.Module, args: Any = None) -> None:
 
 @contextmanager
 def refresh_ahead(model: nn.Module) -> Iterator[None]:
-    """Refresh every stale reshape-SN pair of `model` eagerly, then run the body (a compiled
-    call of `model`) with pairs_refreshed_ahead() True."""
+    """Run the body (a compiled call of `model`) with every reshape-SN pair of `model` brought up
+    to date once per update, and the graph told how (spectral.compiled_pairs):
+    - nothing stale: the graph reads the stored pairs (STORED);
+    - stale pairs: the exact-pair layers refresh in the graph (SMALL_IN_GRAPH; marked current
+      here once the call returned), the Krylov ones here first. In the graph, the exact pair is
+      a few fused kernels, a matmul and an eigh per layer; eagerly, ~35 tensor calls of host
+      time for the batch (issue 12's CPU proxy: 1.18x -> 1.17x a plain compiled step);
+    - stale pairs while torch runs float32 matmuls at reduced precision on the device (TF32,
+      bf16): all refreshed here, at full precision (a graph cannot switch it), batched.
+    An SN after another map of its weight: none of this (its reads refresh in the graph)."""
     found = _spectral(model)
-    if any(params is None for _, params in found):  # an SN after another map: refreshes in the graph
+    if any(params is None for _, params in found):
         yield
         return
     due = _due(found)
-    _refresh_batched(due)  # the small matrices in one batch
-    for c, raw in due:  # the rest (big, or alone): each its own refresh
-        if c.weight_changed(raw):
-            c.refresh(raw)  # at full precision: its _top_pair switches
-    saved = set_refreshed_ahead(True)
+    in_graph = [] if not due or reduced_precision(due[0][1].device.type) else [d for d in due if d[0].exact_refresh]
+    if in_graph:
+        for c, raw in due:
+            if not c.exact_refresh:
+                c.refresh(raw)  # at full precision: its _top_pair switches
+    else:
+        for c, raw in _refresh_batched(due):  # the small matrices in one batch; the rest each its own
+            c.refresh(raw)
+    saved = set_compiled_pairs(SMALL_IN_GRAPH if in_graph else STORED)
     try:
         yield
     finally:
-        set_refreshed_ahead(saved)
+        set_compiled_pairs(saved)
+    for c, raw in in_graph:  # (not reached when the call raised: its pairs were not stored)
+        c.mark_current(raw)
 
 
 def add_refresh_hook(model: nn.Module) -> None:

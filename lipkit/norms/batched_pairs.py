@@ -1,59 +1,112 @@
 """exact_top_pair for many matrices at once: the batched refresh of spectral normalization
 (constraints/spectral_batch.py) computes every layer's exact top singular pair in one
 zero-padded batch, since a training step is host-bound and one eigh per layer is ~10 small
-kernels per layer."""
+kernels per layer.
+
+Every tensor operation here costs host time in a training step (a dispatcher call, ~3-8 us
+on a CPU inside a step, where the caches are cold), so the batch is built, read back and cut
+into layers with a fixed handful of calls whatever the number of layers: one cat and one
+index_copy in, one index_select and one split per output out (issue 12: this refresh was
+0.8 ms of a 6.9 ms compiled critic step on the CPU overhead proxy, most of it such calls).
+"""
 from __future__ import annotations
 
 import functools
 import math
+from typing import NamedTuple
 
 import torch
 from torch import Tensor
 
 from .linalg import as_dtype
 
+# Largest entries a matrix may have for its Gram to be formed unscaled: the Gram's entries
+# stay within ~1e30 * side (no overflow in float32) and above ~1e-30 (no subnormals). A batch
+# with any matrix outside (or a zero matrix) is scaled by its largest entries first.
+UNSCALED = (1e-15, 1e15)
+
+
+class TopPair(NamedTuple):
+    """A matrix's top singular pair and its outer product u v^T (the matrix's shape): the
+    gradient of u^T W v, which spectral normalization keeps per layer."""
+    u: Tensor
+    v: Tensor
+    outer: Tensor
+
+
+class _Layout(NamedTuple):
+    entries: Tensor  # flat positions of every matrix's entries in the padded (L, s, t) batch
+    rows: Tensor  # (L, s): 1 on each matrix's real rows, 0 on the padding
+    cols: Tensor  # (L, t): the same for columns
+    row_index: Tensor  # flat positions of the real rows in (L, s), matrix after matrix
+    col_index: Tensor  # the same in (L, t)
+    shape: tuple[int, int, int]
+
 
 @functools.lru_cache(maxsize=16)
-def _padding_masks(shapes: tuple[tuple[int, int], ...], dtype: torch.dtype, device: torch.device
-                   ) -> tuple[Tensor, Tensor]:
-    """1 on the real entries of each padded side, 0 on the padding. Cached: a training run
-    asks for the same shapes at every update, and building them from a host list on a GPU
-    would be a host-to-device copy (a wait on the stream) each time."""
-    sizes = torch.tensor(shapes, device=device)  # (L, 2)
-    rows = (torch.arange(int(sizes[:, 0].max()), device=device) < sizes[:, :1]).to(dtype)
-    cols = (torch.arange(int(sizes[:, 1].max()), device=device) < sizes[:, 1:]).to(dtype)
-    return rows, cols
+def _layout(shapes: tuple[tuple[int, int], ...], dtype: torch.dtype, device: torch.device) -> _Layout:
+    """Index tensors of a batch of matrices of these shapes. Cached: a training run asks for the
+    same shapes at every update, and building them from host lists on a GPU would be
+    host-to-device copies (waits on the stream) each time."""
+    s, t = max(r for r, _ in shapes), max(c for _, c in shapes)
+
+    def positions(sizes: list[int], width: int, rows_of: list[int] | None = None) -> Tensor:
+        parts = []
+        for i, n in enumerate(sizes):
+            within = torch.arange(n) if rows_of is None else (
+                torch.arange(rows_of[i])[:, None] * t + torch.arange(n)).reshape(-1)
+            parts.append(within + i * width)
+        return torch.cat(parts).to(device)
+
+    rows_n, cols_n = [r for r, _ in shapes], [c for _, c in shapes]
+    rows = (torch.arange(s) < torch.tensor(rows_n)[:, None]).to(device, dtype)
+    cols = (torch.arange(t) < torch.tensor(cols_n)[:, None]).to(device, dtype)
+    return _Layout(positions(cols_n, s * t, rows_n), rows, cols, positions(rows_n, s), positions(cols_n, t),
+                   (len(shapes), s, t))
 
 
-def exact_top_pairs(matrices: list[Tensor]) -> list[tuple[Tensor, Tensor]] | None:
-    """exact_top_pair of every matrix at once (same dtype and device), or None when any of
-    them holds NaN / inf (one sum of the batch: one host sync for all). Each matrix, turned so
-    its smaller side comes first and scaled by its largest entry, is zero-padded into one
-    batch, so one bmm and one batched eigh serve them all (spectral normalization refreshes
-    every layer of a model this way: a step is host-bound, and this is ~10 kernels in all
-    instead of ~10 per layer). Zero padding adds zero eigenvalues only, so each top
-    eigenvector lives in its matrix's block; the shift of exact_top_pair goes to the real
-    entries only, so a zero matrix still gets unit vectors."""
-    turned = [m.T if m.shape[0] > m.shape[1] else m for m in matrices]
-    s, t = max(m.shape[0] for m in turned), max(m.shape[1] for m in turned)
+def exact_top_pairs(matrices: list[Tensor]) -> list[TopPair] | None:
+    """exact_top_pair of every matrix at once (same dtype and device) with u v^T, or None when
+    any of them holds NaN / inf (one host read of the batch's largest entries serves that check
+    and the scaling decision). Each matrix, turned so its smaller side comes first, is
+    zero-padded into one batch, so one bmm and one batched eigh serve them all. Zero padding
+    adds zero eigenvalues only, so each top eigenvector lives in its matrix's block (its
+    entries on the padding are zero to rounding, and are not read out). Matrices with entries outside UNSCALED are scaled
+    by their largest entry first (the Gram could overflow or underflow), and where one is zero
+    both vectors get sqrt(tiny) added to every real entry before they are normalized, so a zero
+    matrix still gets unit vectors (nothing beside a nonzero product: the single-matrix
+    exact_top_pair's rule)."""
+    turned = [m.mT if m.shape[0] > m.shape[1] else m for m in matrices]
     first = matrices[0]
     dtype = first.dtype if first.dtype in (torch.float32, torch.float64) else torch.float32
-    batch = torch.zeros(len(turned), s, t, dtype=dtype, device=first.device)
-    for i, m in enumerate(turned):
-        batch[i, :m.shape[0], :m.shape[1]] = m
-    if not math.isfinite(float(batch.sum())):  # NaN and inf survive a sum
+    layout = _layout(tuple(tuple(m.shape) for m in turned), dtype, first.device)
+    count, s, t = layout.shape
+    flat = as_dtype(torch.cat([m.reshape(-1) for m in turned]), dtype)
+    batch = torch.zeros(count * s * t, dtype=dtype, device=first.device).index_copy_(0, layout.entries, flat)
+    batch = batch.view(count, s, t)
+    peak = batch.abs().amax(dim=(1, 2))  # each matrix's largest |entry| (vector_norm(inf): 10x slower)
+    peaks = peak.tolist()  # the one host sync
+    if not all(math.isfinite(p) for p in peaks):  # NaN and inf survive
         return None
-    rows, cols = _padding_masks(tuple(tuple(m.shape) for m in turned), dtype, first.device)
-    batch = batch / batch.abs().amax(dim=(1, 2), keepdim=True).clamp_min(torch.finfo(dtype).tiny)
-    shift = torch.finfo(dtype).tiny ** 0.5
-    top = torch.linalg.eigh(batch @ batch.mT)[1][..., -1]  # (L, s): the smaller side's vectors
-    top = (top + shift) * rows  # a zero matrix's eigh may pick a padded direction: drop it
-    top = top / torch.linalg.vector_norm(top, dim=1, keepdim=True)
-    other = (batch.mT @ top[..., None])[..., 0] + shift * cols
+    if not all(UNSCALED[0] <= p <= UNSCALED[1] for p in peaks):
+        batch = batch / peak.clamp_min(torch.finfo(dtype).tiny)[:, None, None]
+    top = torch.linalg.eigh(torch.bmm(batch, batch.mT)).eigenvectors.select(-1, -1)  # (L, s): smaller sides
+    if min(peaks) == 0.0:  # a zero matrix's eigh may pick a padded direction: shift, mask, renormalize
+        shift = torch.finfo(dtype).tiny ** 0.5
+        top = (top + shift) * layout.rows
+        top = top / torch.linalg.vector_norm(top, dim=1, keepdim=True)
+        other = torch.bmm(top.unsqueeze(1), batch).squeeze(1) + shift * layout.cols
+    else:  # a positive top eigenvalue's vector is a unit vector orthogonal to the padding (to rounding)
+        other = torch.bmm(top.unsqueeze(1), batch).squeeze(1)  # (L, t): W^T u, zero on the padding
     other = other / torch.linalg.vector_norm(other, dim=1, keepdim=True)
+    outers = (top.unsqueeze(2) * other.unsqueeze(1)).view(-1).index_select(0, layout.entries)
+    tops = top.reshape(-1).index_select(0, layout.row_index).split([m.shape[0] for m in turned])
+    others = other.view(-1).index_select(0, layout.col_index).split([m.shape[1] for m in turned])
+    outer_parts = outers.split([m.shape[0] * m.shape[1] for m in turned])
     pairs = []
-    for i, (m, turn) in enumerate(zip(matrices, turned)):
-        a, b = top[i, :turn.shape[0]], other[i, :turn.shape[1]]
-        a, b = (b, a) if turn is not m else (a, b)
-        pairs.append((as_dtype(a, m.dtype), as_dtype(b, m.dtype)))
+    for m, turn, a, b, ab in zip(matrices, turned, tops, others, outer_parts):
+        ab = ab.view(turn.shape)
+        if turn is not m:  # (contiguous as the layer's own torch.outer: a compiled graph that
+            a, b, ab = b, a, ab.mT.contiguous()  # reads it is specialized on its strides)
+        pairs.append(TopPair(as_dtype(a, m.dtype), as_dtype(b, m.dtype), as_dtype(ab, m.dtype)))
     return pairs

@@ -87,6 +87,12 @@ class _FullPrecision:
             setattr(obj, name, value)
 
 
+def reduced_precision(device_type: str) -> bool:
+    """Whether torch now runs float32 convs or matmuls on `device_type` below IEEE precision
+    (what full_precision switches off; it cannot inside a graph)."""
+    return bool(_lowered(device_type))
+
+
 def full_precision(device_type: str = "cpu"):
     """A context in which float32 convs and matmuls on `device_type` run at full precision
     (a no-op when they already do, and under torch.compile)."""

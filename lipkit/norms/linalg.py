@@ -243,7 +243,12 @@ def exact_top_pair(matrix: Tensor) -> tuple[Tensor, Tensor]:
     m = m / m.abs().amax().clamp_min(torch.finfo(m.dtype).tiny)
     shift = torch.finfo(m.dtype).tiny ** 0.5
     rows, cols = m.shape
-    if rows <= cols:
+    if min(rows, cols) == 1:  # a row (a critic's last Linear) or a column: its 1x1 Gram's vector is [1]
+        one = torch.ones(1, dtype=m.dtype, device=m.device)
+        other = m.reshape(-1) + shift
+        other = other / torch.linalg.vector_norm(other)
+        u, v = (one, other) if rows == 1 else (other, one)
+    elif rows <= cols:
         u = torch.linalg.eigh(m @ m.T)[1][:, -1]
         v = (m.T @ u).add_(shift)
         v = v / torch.linalg.vector_norm(v)

@@ -58,19 +58,27 @@ def compile_in_place(model: nn.Module) -> None:
     lipkit critic) the top frame is skipped and nothing is compiled but the user code inside
     it, frame by frame (torch 2.13; pytorch#150915): lipnet's weight maps compiled one per
     weight shape until dynamo's recompile limit, and the plain critic not at all. A function
-    of this file that calls _call_impl is a frame dynamo traces, and it inlines the rest."""
+    of this file that calls _call_impl is a frame dynamo traces, and it inlines the rest.
+
+    Each model's function gets a code object of its own: dynamo keeps its graphs, and its
+    recompile limit (8), per code object, and one shared `call` made every model compiled in a
+    process share 8 graphs (a critic's two SN graphs, a generator's, their eval / no_grad
+    variants: past 8, dynamo ran the rest eagerly with one warning; the overhead proxy's fifth
+    compiled critic ran eagerly)."""
 
     def call(*args, **kwargs):
         return model._call_impl(*args, **kwargs)
 
+    call.__code__ = call.__code__.replace()  # a copy: its own dynamo cache
     model._compiled_call_impl = CompiledCall(model, torch.compile(call, backend=BACKEND))
 
 
 class CompiledCall:
     """What a model compiled in place runs instead of its eager call.
 
-    Before the graph, spectral normalization's stale pairs are refreshed eagerly, once per
-    update, so the graph does not redo them at every read (spectral_batch.refresh_ahead).
+    Around the graph, spectral normalization's pairs are refreshed once per update, not at
+    every read: the first call after an update refreshes them in its graph, the others read
+    the stored ones (spectral_batch.refresh_ahead tests which are stale, eagerly).
     It is kept where nn.Module.compile keeps its own, `_compiled_call_impl`, which torch's
     Module.__getstate__ drops: a copy or a pickle of the model is an eager model of its own
     (lk.lipschitz_lower_bound deep-copies a model to float64; the copy must not run the

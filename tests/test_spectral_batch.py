@@ -13,21 +13,22 @@ import lipkit as lk
 from lipkit.constraints import spectral_batch
 from lipkit.constraints.spectral import SpectralNormalization
 from lipkit.constraints.spectral_batch import refresh_spectral_pairs, remove_refresh_hook
-from lipkit.norms.batched_pairs import exact_top_pairs
+from lipkit.norms.batched_pairs import exact_top_pairs, traced_top_pairs
 from lipkit.norms.linalg import exact_top_pair
 
 
+@pytest.mark.parametrize("pairs_of", [exact_top_pairs, traced_top_pairs], ids=["eager", "traced"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_exact_top_pairs_are_each_matrix_top_pair(dtype):
+def test_exact_top_pairs_are_each_matrix_top_pair(dtype, pairs_of):
     gen = torch.Generator().manual_seed(0)
     shapes = [(2, 27), (16, 144), (300, 8), (1, 256), (7, 7), (40, 1), (5, 3)]
     matrices = [torch.randn(*s, generator=gen, dtype=dtype) * 10.0 ** (i - 3) for i, s in enumerate(shapes)]
     matrices.append(torch.zeros(3, 5, dtype=dtype))
-    pairs = exact_top_pairs(matrices)
+    pairs = pairs_of(matrices)
     # entries whose squares overflow / underflow float32 (the batch is then scaled first), without
     # a zero matrix (the other path through the vectors)
     huge = [torch.randn(4, 6, generator=gen, dtype=dtype) * 1e20, torch.randn(9, 3, generator=gen, dtype=dtype) * 1e-21]
-    pairs += exact_top_pairs(huge + [matrices[0]])[:2]
+    pairs += pairs_of(huge + [matrices[0]])[:2]
     matrices += huge
     rel = 1e-6 if dtype is torch.float32 else 1e-12
     for m, (u, v, outer) in zip(matrices, pairs):
@@ -38,6 +39,16 @@ def test_exact_top_pairs_are_each_matrix_top_pair(dtype):
         assert float(u.double() @ m.double() @ v.double()) == pytest.approx(float(sigma), rel=rel, abs=1e-30)
         u1, v1 = exact_top_pair(m)  # the per-layer refresh it replaces
         assert float(u @ m @ v) == pytest.approx(float(u1 @ m @ v1), rel=rel, abs=1e-30)
+
+
+def test_traced_top_pairs_compile_into_one_graph():
+    """The in-graph refresh's batch traces without a break (fullgraph) and gives the eager pairs."""
+    gen = torch.Generator().manual_seed(0)
+    matrices = [torch.randn(*s, generator=gen) for s in ((2, 27), (16, 144), (300, 8), (1, 256))]
+    compiled = torch.compile(traced_top_pairs, backend="aot_eager", fullgraph=True)
+    for got, want in zip(compiled(matrices), traced_top_pairs(matrices)):
+        for a, b in zip(got, want):
+            torch.testing.assert_close(a, b)
 
 
 def test_exact_top_pairs_refuses_non_finite():

@@ -21,9 +21,9 @@ weight's layout as sigma_grad), differentiably, and the step's other reads reuse
 a graph that saved them stays valid (pytorch#66363) without cloning them per forward.
 Under torch.compile a training read refreshes the pair every time (the once-per-update test
 compares data pointers, which dynamo cannot trace; the exact pair depends on W alone),
-unless the trainers' --compile told the graph which pairs are stale (compiled_pairs below,
-set by spectral_batch.refresh_ahead): then only the first call after an update refreshes, in
-the graph, and the other calls read the stored pair, as an eager read does.
+unless the trainers' --compile brought every pair up to date before the layers read it
+(spectral_batch.refresh_ahead): the first call after an update refreshes the exact pairs in
+one batch at the start of its graph, and the layers read the stored pair, as an eager read does.
 """
 from __future__ import annotations
 
@@ -49,24 +49,21 @@ from .base import (
 
 GRAM_ITER = 6  # Gram squarings for certified=True (fixed: no host sync in training)
 EXACT_SIDE = 128  # a reshaped weight with a side this small gets its exact top pair per update
-# How a compiled training read gets its pair. spectral_batch.refresh_ahead sets the mode around
-# each compiled call of a model (train-gan / train-clf --compile); dynamo reads it while tracing
-# and guards on it, so each mode has its own graph (two graphs in a run, not a recompile per step).
-IN_GRAPH = "in_graph"  # every read refreshes its pair in the graph (a model compiled another way)
-STORED = "stored"  # every pair was refreshed before the call: the graph reads the stored pairs
-SMALL_IN_GRAPH = "small_in_graph"  # exact-pair layers refresh in the graph, the others were before
-_compiled_pairs = IN_GRAPH
+_refreshed_ahead = False  # True while a compiled call runs whose pairs are current before its reads
 
 
-def compiled_pairs() -> str:
-    """The mode above for the running compiled call (read while dynamo traces)."""
-    return _compiled_pairs
+def pairs_refreshed_ahead() -> bool:
+    """Whether every reshape-SN pair of the running compiled call is up to date before its
+    layers read it: refreshed eagerly before the call, or at the start of the same graph
+    (spectral_batch.refresh_ahead / refresh_in_graph). Read while dynamo traces: the graph is
+    specialized on it, under a guard (one graph per value, not a recompile per step)."""
+    return _refreshed_ahead
 
 
-def set_compiled_pairs(mode: str) -> str:
-    """Set the mode above; returns the previous one (to restore)."""
-    global _compiled_pairs
-    saved, _compiled_pairs = _compiled_pairs, mode
+def set_refreshed_ahead(value: bool) -> bool:
+    """Set the flag above; returns its previous value (to restore)."""
+    global _refreshed_ahead
+    saved, _refreshed_ahead = _refreshed_ahead, value
     return saved
 
 
@@ -179,10 +176,8 @@ class SpectralNormalization(Constraint):
     def _current_sigma_grad(self, raw: Tensor, w: Tensor) -> Tensor:
         """u v^T for the weight being read: refreshed once per update in training; an eval read
         of a weight changed since gets a pair of its own (no state change)."""
-        if self.training and torch.compiler.is_compiling():
-            mode = compiled_pairs()
-            if mode == STORED or (mode == SMALL_IN_GRAPH and not self.exact_refresh):
-                return self.sigma_grad  # refreshed eagerly just before this compiled call
+        if self.training and torch.compiler.is_compiling() and pairs_refreshed_ahead():
+            return self.sigma_grad  # refreshed before this read (eagerly, or earlier in this graph)
         if not self.weight_changed(raw):  # (always True in a graph: it refreshes there)
             return self.sigma_grad
         if self.training:

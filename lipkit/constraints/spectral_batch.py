@@ -20,9 +20,10 @@ Under torch.compile a read cannot test whether its weight changed (a data pointe
 traceable), so a compiled training read refreshes its pair in the graph at every read. The
 trainers' --compile (train/compiling.py) instead calls refresh_ahead(model) eagerly around
 each compiled call: it tests which pairs are stale (eagerly, where data pointers can be read)
-and tells the graph (spectral.compiled_pairs) whether to refresh the exact pairs itself (the
-first call after an update) or to read the stored ones (every other call), so each pair is
-still computed once per update. A model compiled any other way keeps the per-read refresh.
+and hands the graph the layers to refresh at its start (refresh_in_graph: the first call
+after an update) or none (every other call), and the layers read the stored pairs: each
+pair is still computed once per update. A model compiled any other way keeps the per-read
+refresh.
 """
 from __future__ import annotations
 
@@ -33,11 +34,11 @@ from typing import Any, Iterator
 import torch
 import torch.nn as nn
 
-from ..norms.batched_pairs import exact_top_pairs
+from ..norms.batched_pairs import exact_top_pairs, traced_top_pairs
 from ..norms.full_precision import full_precision, reduced_precision
 from ..norms.measure import weight_matrix
 from .base import as_dtype, autocast_off, compute_dtype, normal_tensors
-from .spectral import SMALL_IN_GRAPH, STORED, SpectralNormalization, set_compiled_pairs
+from .spectral import SpectralNormalization, set_refreshed_ahead
 
 # _spectral's result per model, reused while no module has been registered anywhere since.
 # The walk runs at every call of the model (twice per critic step); caching it took issue 12's
@@ -119,38 +120,55 @@ def refresh_spectral_pairs(model: nn.Module, args: Any = None) -> None:
     _refresh_batched(_due(_spectral(model)))
 
 
+Members = tuple[tuple[SpectralNormalization, torch.Tensor], ...]  # (constraint, raw weight)
+
+
 @contextmanager
-def refresh_ahead(model: nn.Module) -> Iterator[None]:
-    """Run the body (a compiled call of `model`) with every reshape-SN pair of `model` brought up
-    to date once per update, and the graph told how (spectral.compiled_pairs):
-    - nothing stale: the graph reads the stored pairs (STORED);
-    - stale pairs: the exact-pair layers refresh in the graph (SMALL_IN_GRAPH; marked current
-      here once the call returned), the Krylov ones here first. In the graph, the exact pair is
-      a few fused kernels, a matmul and an eigh per layer; eagerly, ~35 tensor calls of host
-      time for the batch (issue 12's CPU proxy: 1.18x -> 1.17x a plain compiled step);
+def refresh_ahead(model: nn.Module) -> Iterator[Members]:
+    """Run the body (a compiled call of `model`) with every reshape-SN pair of `model` current
+    before its layers read it (pairs_refreshed_ahead() True), computed once per update. Yields
+    the layers the graph must refresh itself (refresh_in_graph, before the model's forward):
+    - nothing stale: (): the graph reads the stored pairs;
+    - stale pairs: every exact-pair layer in training mode (one batch in the graph: two graphs
+      in a run, one with the refresh; eagerly the batch is ~35 tensor calls of host time,
+      in a graph a few fused kernels around one bmm and one eigh: issue 12's CPU proxy
+      1.18x -> 1.13-1.15x a compiled plain step); the Krylov layers are refreshed here first, and
+      the graph's layers are marked current once the call returned;
     - stale pairs while torch runs float32 matmuls at reduced precision on the device (TF32,
-      bf16): all refreshed here, at full precision (a graph cannot switch it), batched.
-    An SN after another map of its weight: none of this (its reads refresh in the graph)."""
+      bf16), which a graph cannot switch off: (), all refreshed here at full precision.
+    An SN after another map of its weight: (), and its reads refresh in the graph."""
     found = _spectral(model)
     if any(params is None for _, params in found):
-        yield
+        yield ()
         return
     due = _due(found)
-    in_graph = [] if not due or reduced_precision(due[0][1].device.type) else [d for d in due if d[0].exact_refresh]
-    if in_graph:
+    in_graph: Members = ()
+    if due and not reduced_precision(due[0][1].device.type):
+        in_graph = tuple((c, params.original) for c, params in found if c.exact_refresh and c.training)
         for c, raw in due:
             if not c.exact_refresh:
                 c.refresh(raw)  # at full precision: its _top_pair switches
     else:
         for c, raw in _refresh_batched(due):  # the small matrices in one batch; the rest each its own
             c.refresh(raw)
-    saved = set_compiled_pairs(SMALL_IN_GRAPH if in_graph else STORED)
+    saved = set_refreshed_ahead(True)
     try:
-        yield
+        yield in_graph
     finally:
-        set_compiled_pairs(saved)
+        set_refreshed_ahead(saved)
     for c, raw in in_graph:  # (not reached when the call raised: its pairs were not stored)
         c.mark_current(raw)
+
+
+def refresh_in_graph(members: Members) -> None:
+    """The exact pairs of `members` in one batch, inside a compiled graph (its u, v, sigma_grad
+    rebound as dynamo side effects, which the layers' reads later in the graph see)."""
+    if not members:
+        return
+    with torch.no_grad(), autocast_off(members[0][1].device.type):
+        matrices = [weight_matrix(as_dtype(raw, compute_dtype(raw.dtype)), c.dim) for c, raw in members]
+        for (c, _), pair in zip(members, traced_top_pairs(matrices)):
+            c.set_vectors(*pair)
 
 
 def add_refresh_hook(model: nn.Module) -> None:

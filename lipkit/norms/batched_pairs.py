@@ -16,6 +16,7 @@ import math
 from typing import NamedTuple
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from .linalg import as_dtype
@@ -109,4 +110,33 @@ def exact_top_pairs(matrices: list[Tensor]) -> list[TopPair] | None:
         if turn is not m:  # (contiguous as the layer's own torch.outer: a compiled graph that
             a, b, ab = b, a, ab.mT.contiguous()  # reads it is specialized on its strides)
         pairs.append(TopPair(as_dtype(a, m.dtype), as_dtype(b, m.dtype), as_dtype(ab, m.dtype)))
+    return pairs
+
+
+def traced_top_pairs(matrices: list[Tensor]) -> list[TopPair]:
+    """exact_top_pairs written for a compiled graph (--compile refreshes the exact pairs inside
+    the first call after an update, spectral_batch.refresh_in_graph): no host read and no branch
+    on values, which a graph cannot have, so every batch is scaled by its largest entries and
+    both vectors get the zero-matrix shift (sqrt(tiny): nothing beside a nonzero product), and
+    NaN / inf are not looked for (the trainers' non-finite-loss guard stops such a run). The
+    padding, masks and products fuse into a few kernels around one bmm and one batched eigh."""
+    turned = [m.mT if m.shape[0] > m.shape[1] else m for m in matrices]
+    s, t = max(m.shape[0] for m in turned), max(m.shape[1] for m in turned)
+    batch = torch.stack([F.pad(m, (0, t - m.shape[1], 0, s - m.shape[0])) for m in turned])
+    dtype, device = batch.dtype, batch.device
+    batch = batch / batch.abs().amax(dim=(1, 2), keepdim=True).clamp_min(torch.finfo(dtype).tiny)
+    shift = torch.finfo(dtype).tiny ** 0.5
+    # masks in the batch's dtype (shift * a bool mask is float32: float64's shift underflows there)
+    rows = (torch.arange(s, device=device) < torch.tensor([m.shape[0] for m in turned], device=device)[:, None]).to(dtype)
+    cols = (torch.arange(t, device=device) < torch.tensor([m.shape[1] for m in turned], device=device)[:, None]).to(dtype)
+    top = (torch.linalg.eigh(batch @ batch.mT).eigenvectors[..., -1] + shift) * rows
+    top = top / torch.linalg.vector_norm(top, dim=1, keepdim=True)
+    other = torch.bmm(top.unsqueeze(1), batch).squeeze(1) + shift * cols
+    other = other / torch.linalg.vector_norm(other, dim=1, keepdim=True)
+    pairs = []
+    for i, (m, turn) in enumerate(zip(matrices, turned)):
+        a, b = top[i, :turn.shape[0]], other[i, :turn.shape[1]]
+        if turn is not m:
+            a, b = b, a
+        pairs.append(TopPair(as_dtype(a, m.dtype), as_dtype(b, m.dtype), as_dtype(torch.outer(a, b), m.dtype)))
     return pairs

@@ -19,7 +19,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from ..constraints.spectral_batch import refresh_ahead
+from ..constraints.spectral_batch import refresh_ahead, refresh_in_graph
 from ..methods import AppliedMethod
 
 
@@ -66,7 +66,8 @@ def compile_in_place(model: nn.Module) -> None:
     variants: past 8, dynamo ran the rest eagerly with one warning; the overhead proxy's fifth
     compiled critic ran eagerly)."""
 
-    def call(*args, **kwargs):
+    def call(refresh, *args, **kwargs):
+        refresh_in_graph(refresh)  # the exact SN pairs due (refresh_ahead), before the layers read them
         return model._call_impl(*args, **kwargs)
 
     call.__code__ = call.__code__.replace()  # a copy: its own dynamo cache
@@ -77,8 +78,8 @@ class CompiledCall:
     """What a model compiled in place runs instead of its eager call.
 
     Around the graph, spectral normalization's pairs are refreshed once per update, not at
-    every read: the first call after an update refreshes them in its graph, the others read
-    the stored ones (spectral_batch.refresh_ahead tests which are stale, eagerly).
+    every read: the first call after an update refreshes them at the start of its graph, the
+    others read the stored ones (spectral_batch.refresh_ahead tests which are stale, eagerly).
     It is kept where nn.Module.compile keeps its own, `_compiled_call_impl`, which torch's
     Module.__getstate__ drops: a copy or a pickle of the model is an eager model of its own
     (lk.lipschitz_lower_bound deep-copies a model to float64; the copy must not run the
@@ -88,8 +89,8 @@ class CompiledCall:
         self.model, self.compiled = model, compiled
 
     def __call__(self, *args, **kwargs):
-        with refresh_ahead(self.model):
-            return self.compiled(*args, **kwargs)
+        with refresh_ahead(self.model) as refresh:
+            return self.compiled(refresh, *args, **kwargs)
 
 
 def compile_models(*models: nn.Module) -> None:

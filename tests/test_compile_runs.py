@@ -175,6 +175,35 @@ def test_compiled_sn_refreshes_each_pair_once_per_update(monkeypatch):
     assert graphs == [0, 1]  # reads the stored pairs (registration computed them); refreshes the 3 exact ones
 
 
+@pytest.mark.parametrize("options", [{}, {"soft": True, "bound": 0.5}], ids=["sn", "soft-bound"])
+def test_compiled_sn_batch_in_every_weight_layout_under_autocast(aot_eager, options):
+    """The in-graph batch (refresh_in_graph) on the layouts it turns or moves: a ConvTranspose
+    (dim=1), a tall Linear (its matrix turned), a row Linear (a critic's last), under bf16
+    autocast (the refresh runs in float32): after every update each pair is current and
+    sigma = <u v^T, W> is the weight's top singular value (svdvals)."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.ConvTranspose2d(3, 4, 3, 2, 1), torch.nn.ReLU(), torch.nn.Flatten(),
+                                torch.nn.Linear(4 * 9 * 9, 3), torch.nn.ReLU(), torch.nn.Linear(3, 30),
+                                torch.nn.ReLU(), torch.nn.Linear(30, 1))
+    lk.constrain(model, "spectral", **options)
+    compiling.compile_models(model)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    for _ in range(4):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            loss = model(torch.randn(4, 3, 5, 5)).float().mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            model(torch.randn(4, 3, 5, 5))  # the first call after the update refreshes in its graph
+        for layer in (model[0], model[3], model[5], model[7]):
+            sn, raw = layer.parametrizations.weight[0], layer.parametrizations.weight.original.detach()
+            assert not sn.weight_changed(raw) and sn.sigma_grad.dtype == torch.float32
+            sigma = float((sn.sigma_grad * raw).sum())
+            top = float(torch.linalg.svdvals(raw.movedim(sn.dim, 0).flatten(1).double())[0])
+            assert sigma == pytest.approx(top, rel=1e-5)
+
+
 def test_compiled_sn_refreshes_outside_the_graph_at_reduced_precision(monkeypatch):
     """With float32 matmuls at reduced precision (TF32 / bf16), which a graph cannot switch off,
     --compile refreshes every pair eagerly at full precision before the call: one graph, no eigh."""

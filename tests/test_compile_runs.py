@@ -204,6 +204,17 @@ def test_compiled_sn_batch_in_every_weight_layout_under_autocast(aot_eager, opti
             assert sigma == pytest.approx(top, rel=1e-5)
 
 
+def test_a_compiled_sn_run_resumes_exactly(tmp_path, aot_eager):
+    """A --compile sn run stopped at a checkpoint and resumed logs the uninterrupted compiled
+    run's numbers: the pairs refreshed in the graph are the ones saved (current for the saved
+    weights), so the resumed run refreshes exactly when the uninterrupted one did."""
+    fit_gan(tiny_gan(tmp_path / "whole", "sn", steps=8, compile=True))
+    fit_gan(tiny_gan(tmp_path / "split", "sn", steps=4, compile=True, checkpoint_every=4))
+    fit_gan(tiny_gan(tmp_path / "split", "sn", steps=8, compile=True, checkpoint_every=4), resume=True)
+    for a, b in zip(metric_rows(tmp_path / "whole"), metric_rows(tmp_path / "split"), strict=True):
+        assert {k: a[k] for k in ("step", *TRAINED)} == {k: b[k] for k in ("step", *TRAINED)}
+
+
 def test_compiled_sn_refreshes_outside_the_graph_at_reduced_precision(monkeypatch):
     """With float32 matmuls at reduced precision (TF32 / bf16), which a graph cannot switch off,
     --compile refreshes every pair eagerly at full precision before the call: one graph, no eigh."""

@@ -21,8 +21,9 @@ Rows marked [compiled] time the same step with the critic compiled in place as t
 --compile does (lipkit/train/compiling.py; the optimizer step stays eager); gp and sn+gp have
 no compiled row: their penalty differentiates a gradient, which torch.compile cannot do. A
 compiled row's ratio is to the compiled plain step. Under compile lipkit keeps no value between
-reads (step_reuse.py) and SN's pairs are refreshed once per update before the graph, so a
-compiled row's two columns measure the same thing.
+reads (step_reuse.py) and SN's pairs are refreshed once per update, at the start of the first
+graph call after it (spectral_batch.refresh_in_graph), so a compiled row's two columns measure
+the same thing.
 
     OMP_NUM_THREADS=1 python benchmarks/overhead_proxy.py --out benchmarks/results/overhead_proxy_cpu.md
 """

@@ -76,6 +76,25 @@ def test_every_compiled_model_has_its_own_graph_budget(monkeypatch):
     assert graphs == [2] * 24
 
 
+def test_a_compiled_model_keeps_its_own_keywords(aot_eager):
+    """The compiled call takes the SN layers to refresh as a positional-only first argument, so
+    a model whose forward has a keyword of the same name still receives it."""
+
+    class Scaled(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = torch.nn.Linear(3, 4), torch.nn.Linear(4, 1)
+
+        def forward(self, x, sn_refresh=1.0):
+            return self.b(torch.relu(self.a(x))) * sn_refresh
+
+    model = lk.constrain(Scaled(), "spectral")
+    x = torch.randn(2, 3)
+    eager = model(x, sn_refresh=3.0)
+    compiling.compile_models(model)
+    torch.testing.assert_close(model(x, sn_refresh=3.0), eager)
+
+
 def graphs_compiled(fit, config) -> int:
     """Run fit(config); how many graphs dynamo compiled meanwhile beyond the one-line probe of
     the compiler (0: the models were not compiled, so equal losses would prove nothing)."""

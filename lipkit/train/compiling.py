@@ -66,8 +66,8 @@ def compile_in_place(model: nn.Module) -> None:
     variants: past 8, dynamo ran the rest eagerly with one warning; the overhead proxy's fifth
     compiled critic ran eagerly)."""
 
-    def call(refresh, *args, **kwargs):
-        refresh_in_graph(refresh)  # the exact SN pairs due (refresh_ahead), before the layers read them
+    def call(sn_refresh, /, *args, **kwargs):  # (positional-only: a model keyword of that name passes through)
+        refresh_in_graph(sn_refresh)  # the exact SN pairs due (refresh_ahead), before the layers read them
         return model._call_impl(*args, **kwargs)
 
     call.__code__ = call.__code__.replace()  # a copy: its own dynamo cache

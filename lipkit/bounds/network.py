@@ -44,6 +44,7 @@ from .merges import chain_rule, linear_chains
 from .probe import probe_shapes, sample_shape
 from .residuals import Residual, linear_residuals, residual_rule
 from .result import LayerRow, LipschitzBound
+from .sample_independence import check_samples_independent
 from .segments import tighten
 
 BOUND_METHODS = ("gram", "exact", "segments")
@@ -113,6 +114,7 @@ def lipschitz_bound(model: nn.Module, input_shape, method: str = "gram", *, merg
             _walk(gm, layer_method, problems := [])  # every refusal first, in one error, before any norm
             if problems:
                 raise UnsupportedLayerError(_unsupported_message(type(model).__name__, problems))
+            check_samples_independent(gm, shape, param)  # what the rules' own checks cannot see
             residuals = linear_residuals(gm) if merge else {}
             in_branches = {n for r in residuals.values() for n in r.branch}
             chains = {last: c for last, c in (linear_chains(gm) if merge else {}).items() if last not in in_branches}

@@ -203,3 +203,17 @@ def test_batched_sigma_grad_in_every_weight_layout():
         sigma = float((c.sigma_grad * raw).sum())
         assert sigma == pytest.approx(float(torch.linalg.svdvals(matrix)[0]), rel=1e-5, abs=1e-30)
     assert model[0].parametrizations.weight[0].dim == 1 and model[4].weight.shape[0] > model[4].weight.shape[1]
+
+
+def test_a_non_finite_weight_in_the_batch_is_named_by_its_layer():
+    """The batch finds NaN / inf with its one host read and leaves those layers to their own
+    refresh, whose check names the weight (not an eigh failure, nor NaN outputs in silence)."""
+    from lipkit.constraints.base import NonFiniteWeightError
+
+    model = lk.constrain(critic(), "spectral")
+    model(torch.randn(2, 3, 12, 12))
+    with torch.no_grad():
+        model[5].parametrizations.weight.original[0, 1] = float("nan")
+        model[7].parametrizations.weight.original.add_(0.1)  # a second stale layer: a batch of two
+    with pytest.raises(NonFiniteWeightError, match=r"1 non-finite"):
+        model(torch.randn(2, 3, 12, 12))

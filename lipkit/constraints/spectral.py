@@ -155,7 +155,7 @@ class SpectralNormalization(Constraint):
         Rayleigh-Ritz on the Krylov space of depth n_iter + 1 from the stored v."""
         check_finite(matrix)
         with normal_tensors(), torch.no_grad(), full_precision(matrix.device.type):  # new vectors: normal tensors
-            if min(matrix.shape) <= EXACT_SIDE:
+            if self.exact_refresh:
                 return exact_top_pair(matrix)
             _, u, v = krylov_top_pair(lambda x: x @ matrix.T, lambda y: y @ matrix,
                                       as_dtype(self.v, matrix.dtype)[None], self.n_iter + 1)

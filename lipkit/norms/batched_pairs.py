@@ -44,6 +44,25 @@ class _Layout(NamedTuple):
     shape: tuple[int, int, int]
 
 
+def _turned(matrices: list[Tensor]) -> list[Tensor]:
+    """Each matrix with its smaller side first (the side whose Gram the batch's eigh solves)."""
+    return [m.mT if m.shape[0] > m.shape[1] else m for m in matrices]
+
+
+def _side_mask(sizes: list[int], width: int, dtype: torch.dtype, device) -> Tensor:
+    """(L, width): 1 on each matrix's real entries of a padded side, 0 on the padding (in the
+    batch's dtype: a shift times a bool mask would be float32, where float64's shift underflows)."""
+    return (torch.arange(width, device=device) < torch.tensor(sizes, device=device)[:, None]).to(dtype)
+
+
+def _other_side(top: Tensor, batch: Tensor, shift: Tensor | None = None) -> Tensor:
+    """W^T u / ||W^T u|| for every matrix of the batch, with `shift` (the zero-matrix rule's
+    sqrt(tiny) on the real entries) added before normalizing."""
+    other = torch.bmm(top.unsqueeze(1), batch).squeeze(1)
+    other = other if shift is None else other + shift
+    return other / torch.linalg.vector_norm(other, dim=1, keepdim=True)
+
+
 @functools.lru_cache(maxsize=16)
 def _layout(shapes: tuple[tuple[int, int], ...], dtype: torch.dtype, device: torch.device) -> _Layout:
     """Index tensors of a batch of matrices of these shapes. Cached: a training run asks for the
@@ -60,8 +79,7 @@ def _layout(shapes: tuple[tuple[int, int], ...], dtype: torch.dtype, device: tor
         return torch.cat(parts).to(device)
 
     rows_n, cols_n = [r for r, _ in shapes], [c for _, c in shapes]
-    rows = (torch.arange(s) < torch.tensor(rows_n)[:, None]).to(device, dtype)
-    cols = (torch.arange(t) < torch.tensor(cols_n)[:, None]).to(device, dtype)
+    rows, cols = _side_mask(rows_n, s, dtype, "cpu").to(device), _side_mask(cols_n, t, dtype, "cpu").to(device)
     return _Layout(positions(cols_n, s * t, rows_n), rows, cols, positions(rows_n, s), positions(cols_n, t),
                    (len(shapes), s, t))
 
@@ -72,12 +90,12 @@ def exact_top_pairs(matrices: list[Tensor]) -> list[TopPair] | None:
     and the scaling decision). Each matrix, turned so its smaller side comes first, is
     zero-padded into one batch, so one bmm and one batched eigh serve them all. Zero padding
     adds zero eigenvalues only, so each top eigenvector lives in its matrix's block (its
-    entries on the padding are zero to rounding, and are not read out). Matrices with entries outside UNSCALED are scaled
-    by their largest entry first (the Gram could overflow or underflow), and where one is zero
-    both vectors get sqrt(tiny) added to every real entry before they are normalized, so a zero
-    matrix still gets unit vectors (nothing beside a nonzero product: the single-matrix
-    exact_top_pair's rule)."""
-    turned = [m.mT if m.shape[0] > m.shape[1] else m for m in matrices]
+    entries on the padding are zero to rounding, and are not read out). Matrices with entries
+    outside UNSCALED are scaled by their largest entry first (the Gram could overflow or
+    underflow), and where one is zero both vectors get sqrt(tiny) added to every real entry
+    before they are normalized, so a zero matrix still gets unit vectors (nothing beside a
+    nonzero product: the single-matrix exact_top_pair's rule)."""
+    turned = _turned(matrices)
     first = matrices[0]
     dtype = first.dtype if first.dtype in (torch.float32, torch.float64) else torch.float32
     layout = _layout(tuple(tuple(m.shape) for m in turned), dtype, first.device)
@@ -96,10 +114,9 @@ def exact_top_pairs(matrices: list[Tensor]) -> list[TopPair] | None:
         shift = torch.finfo(dtype).tiny ** 0.5
         top = (top + shift) * layout.rows
         top = top / torch.linalg.vector_norm(top, dim=1, keepdim=True)
-        other = torch.bmm(top.unsqueeze(1), batch).squeeze(1) + shift * layout.cols
+        other = _other_side(top, batch, shift * layout.cols)
     else:  # a positive top eigenvalue's vector is a unit vector orthogonal to the padding (to rounding)
-        other = torch.bmm(top.unsqueeze(1), batch).squeeze(1)  # (L, t): W^T u, zero on the padding
-    other = other / torch.linalg.vector_norm(other, dim=1, keepdim=True)
+        other = _other_side(top, batch)  # (L, t), zero on the padding
     outers = (top.unsqueeze(2) * other.unsqueeze(1)).view(-1).index_select(0, layout.entries)
     tops = top.reshape(-1).index_select(0, layout.row_index).split([m.shape[0] for m in turned])
     others = other.view(-1).index_select(0, layout.col_index).split([m.shape[1] for m in turned])
@@ -120,19 +137,16 @@ def traced_top_pairs(matrices: list[Tensor]) -> list[TopPair]:
     both vectors get the zero-matrix shift (sqrt(tiny): nothing beside a nonzero product), and
     NaN / inf are not looked for (the trainers' non-finite-loss guard stops such a run). The
     padding, masks and products fuse into a few kernels around one bmm and one batched eigh."""
-    turned = [m.mT if m.shape[0] > m.shape[1] else m for m in matrices]
+    turned = _turned(matrices)
     s, t = max(m.shape[0] for m in turned), max(m.shape[1] for m in turned)
     batch = torch.stack([F.pad(m, (0, t - m.shape[1], 0, s - m.shape[0])) for m in turned])
     dtype, device = batch.dtype, batch.device
     batch = batch / batch.abs().amax(dim=(1, 2), keepdim=True).clamp_min(torch.finfo(dtype).tiny)
     shift = torch.finfo(dtype).tiny ** 0.5
-    # masks in the batch's dtype (shift * a bool mask is float32: float64's shift underflows there)
-    rows = (torch.arange(s, device=device) < torch.tensor([m.shape[0] for m in turned], device=device)[:, None]).to(dtype)
-    cols = (torch.arange(t, device=device) < torch.tensor([m.shape[1] for m in turned], device=device)[:, None]).to(dtype)
+    rows = _side_mask([m.shape[0] for m in turned], s, dtype, device)
     top = (torch.linalg.eigh(batch @ batch.mT).eigenvectors[..., -1] + shift) * rows
     top = top / torch.linalg.vector_norm(top, dim=1, keepdim=True)
-    other = torch.bmm(top.unsqueeze(1), batch).squeeze(1) + shift * cols
-    other = other / torch.linalg.vector_norm(other, dim=1, keepdim=True)
+    other = _other_side(top, batch, shift * _side_mask([m.shape[1] for m in turned], t, dtype, device))
     pairs = []
     for i, (m, turn) in enumerate(zip(matrices, turned)):
         a, b = top[i, :turn.shape[0]], other[i, :turn.shape[1]]
